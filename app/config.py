@@ -1,0 +1,56 @@
+"""Defaults and the environment: one absolute database URL for the web app, the CLI and the benchmark."""
+import os
+import secrets
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+GiB = 1024 ** 3
+
+
+def database_url(instance_path: str) -> str:
+    """Return `DATABASE_URL`, or the default SQLite file in the instance folder, as an absolute URL."""
+    raw = os.environ.get("DATABASE_URL") or f"sqlite:///{Path(instance_path) / 'sluice.db'}"
+    url = make_url(raw)
+    # A relative SQLite path would be resolved against the working directory by a plain
+    # create_engine but against the instance folder by Flask-SQLAlchemy: make it absolute here.
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        path = Path(url.database)
+        if not path.is_absolute():
+            path = Path(instance_path) / path
+        url = url.set(database=str(path))
+    if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def secret_key(instance_path: str) -> str:
+    """Return SECRET_KEY from the environment, or one generated once into the instance folder."""
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    path = Path(instance_path) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def defaults(instance_path: str) -> dict:
+    """The configuration of a Sluice app, read from the environment (`SLUICE_*`) with defaults."""
+    return {
+        "SQLALCHEMY_DATABASE_URI": database_url(instance_path),
+        "SECRET_KEY": secret_key(instance_path),
+        "MAX_CONTENT_LENGTH": _int("SLUICE_MAX_UPLOAD_BYTES", 1 * GiB),
+        "SLUICE_MAX_DECOMPRESSED_BYTES": _int("SLUICE_MAX_DECOMPRESSED_BYTES", 4 * GiB),
+        "SLUICE_FUTURE_TOLERANCE_SECONDS": _int("SLUICE_FUTURE_TOLERANCE_SECONDS", 86400),
+        "SLUICE_UPLOAD_DIR": os.environ.get("SLUICE_UPLOAD_DIR", str(Path(instance_path) / "uploads")),
+        "SLUICE_FILE_RETENTION_HOURS": _int("SLUICE_FILE_RETENTION_HOURS", 24 * 7),
+        "SLUICE_EMBEDDED_WORKER": os.environ.get("SLUICE_EMBEDDED_WORKER", "1") != "0",
+        "WTF_CSRF_TIME_LIMIT": None,
+    }

@@ -1,0 +1,161 @@
+"""Sluice's tables on a plain SQLAlchemy DeclarativeBase: target, dead letters, lineage, watermarks, runs.
+
+Staging is the sixth table of the model; it is a per-run TEMP table (see `pipeline/stage.py`), so
+writing it never takes the main database's lock and nothing of a run stays in it.
+"""
+from sqlalchemy import BigInteger, Boolean, Double, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def binary_text(length: int | None = None) -> String:
+    """A string column that sorts and compares by code point on every database."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+# Integer on SQLite keeps the id an alias of the rowid; BIGINT on PostgreSQL for long histories.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+TIME = String(26)  # canonical UTC text, YYYY-MM-DDTHH:MM:SS[.ffffff]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # upload, api, cli, reprocess, retry
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    source_name: Mapped[str | None] = mapped_column(Text)
+    source_size: Mapped[int | None] = mapped_column(BigInteger)
+    source_sha256: Mapped[str | None] = mapped_column(String(64))
+    file_path: Mapped[str | None] = mapped_column(Text)
+    file_removed_at: Mapped[str | None] = mapped_column(TIME)
+    options: Mapped[str] = mapped_column(Text, default="{}")
+    retry_of_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    same_file_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    dead_letter_id: Mapped[int | None] = mapped_column(BigId)
+    queued_at: Mapped[str] = mapped_column(TIME)
+    started_at: Mapped[str | None] = mapped_column(TIME)
+    finished_at: Mapped[str | None] = mapped_column(TIME)
+    applied_seq: Mapped[int | None] = mapped_column(BigInteger)
+    lock_seconds: Mapped[float | None] = mapped_column(Double)
+    worker: Mapped[str | None] = mapped_column(String(128))
+    heartbeat_at: Mapped[str | None] = mapped_column(TIME)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    input_records: Mapped[int] = mapped_column(BigInteger, default=0)
+    skipped: Mapped[int] = mapped_column(BigInteger, default=0)
+    rejected: Mapped[int] = mapped_column(BigInteger, default=0)
+    staged: Mapped[int] = mapped_column(BigInteger, default=0)
+    superseded: Mapped[int] = mapped_column(BigInteger, default=0)
+    inserted: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated: Mapped[int] = mapped_column(BigInteger, default=0)
+    unchanged: Mapped[int] = mapped_column(BigInteger, default=0)
+    stale: Mapped[int] = mapped_column(BigInteger, default=0)
+    dead_letters: Mapped[int] = mapped_column(BigInteger, default=0)
+    lineage_entries: Mapped[int] = mapped_column(BigInteger, default=0)
+    watermark_before: Mapped[str | None] = mapped_column(TIME)
+    watermark_after: Mapped[str | None] = mapped_column(TIME)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_runs_status_id", "status", "id"),
+        Index("ix_runs_sha256", "source_sha256"),
+        Index("ix_runs_applied_seq", "applied_seq"),
+    )
+
+
+class Target(Base):
+    __tablename__ = "target"
+
+    key: Mapped[str] = mapped_column(binary_text(256), primary_key=True)
+    name: Mapped[str] = mapped_column(binary_text(1024))
+    value: Mapped[float] = mapped_column(Double)
+    ts: Mapped[str] = mapped_column(binary_text(26))
+    updated_at: Mapped[str] = mapped_column(binary_text(26))
+    run_id: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_target_ts_key", "ts", "key"),
+        Index("ix_target_value_key", "value", "key"),
+        Index("ix_target_updated_key", "updated_at", "key"),
+        Index("ix_target_name_key", "name", "key"),
+    )
+
+
+class DeadLetter(Base):
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    last_run_id: Mapped[int] = mapped_column(BigInteger)
+    pos: Mapped[int] = mapped_column(BigInteger)
+    line: Mapped[int | None] = mapped_column(BigInteger)
+    key: Mapped[str | None] = mapped_column(binary_text(256))
+    error: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    raw: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open, resolved, discarded
+    created_at: Mapped[str] = mapped_column(TIME)
+    updated_at: Mapped[str] = mapped_column(TIME)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sightings: Mapped[int] = mapped_column(Integer, default=1)
+    last_raw: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    resolved_run_id: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_dead_letters_status_id", "status", "id"),
+        Index("ix_dead_letters_error_id", "error", "id"),
+        Index("ix_dead_letters_run_id", "run_id", "id"),
+        Index("ix_dead_letters_fingerprint", "fingerprint", "status"),
+    )
+
+
+class Lineage(Base):
+    __tablename__ = "lineage"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(BigInteger)
+    pos: Mapped[int | None] = mapped_column(BigInteger)
+    line: Mapped[int | None] = mapped_column(BigInteger)
+    key: Mapped[str] = mapped_column(binary_text(256), default="")
+    step: Mapped[str] = mapped_column(String(16))
+    at: Mapped[str] = mapped_column(TIME)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    dead_letter_id: Mapped[int | None] = mapped_column(BigInteger)
+    actor: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (
+        Index("ix_lineage_key_id", "key", "id"),
+        Index("ix_lineage_run_pos", "run_id", "pos"),
+        Index("ix_lineage_dead_letter", "dead_letter_id",
+              sqlite_where=text("dead_letter_id IS NOT NULL"),
+              postgresql_where=text("dead_letter_id IS NOT NULL")),
+    )
+
+
+class Watermark(Base):
+    __tablename__ = "watermarks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str | None] = mapped_column(binary_text(26))
+    updated_at: Mapped[str] = mapped_column(TIME)
+
+
+class WatermarkHistory(Base):
+    __tablename__ = "watermark_history"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    old_value: Mapped[str | None] = mapped_column(TIME)
+    new_value: Mapped[str | None] = mapped_column(TIME)
+    at: Mapped[str] = mapped_column(TIME)
+    via: Mapped[str] = mapped_column(String(16))  # pipeline, cli, web, api
+    run_id: Mapped[int | None] = mapped_column(BigInteger)
+    actor: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (Index("ix_watermark_history_name_id", "name", "id"),)

@@ -1,0 +1,16 @@
+"""The Sluice pipeline: extract → validate → stage → load → lineage and watermark. No Flask here.
+
+Every function takes a SQLAlchemy Connection that is not inside a transaction: the pipeline
+decides where its transactions begin and end, so that only the final apply holds the write lock.
+"""
+from .dead_letters import DeadLetterError, discard, parse_edit, reopen, reprocess
+from .extract import InputError, TooLarge, sniff
+from .run import (Options, RunCancelled, RunFailed, Settings, create_run, execute_run, run_file,
+                  summary_of)
+from .watermark import WatermarkError
+
+__all__ = [
+    "DeadLetterError", "discard", "parse_edit", "reopen", "reprocess", "InputError", "TooLarge", "sniff",
+    "Options", "RunCancelled", "RunFailed", "Settings", "create_run", "execute_run", "run_file", "summary_of",
+    "WatermarkError",
+]

@@ -1,0 +1,115 @@
+"""Operator actions on dead letters: reprocess (as a run of its own), discard, reopen."""
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+
+from ..database import write_transaction
+from ..models import DeadLetter, Lineage
+from .extract import _DECODER, MALFORMED, Item
+from .run import Options, Settings, create_run, execute_run
+from .validate import now_text
+
+_CHUNK = 500
+
+
+class DeadLetterError(ValueError):
+    """An action a dead letter's state does not allow (e.g. reprocessing a resolved one)."""
+
+    def __init__(self, message: str, code: str = "conflict"):
+        super().__init__(message)
+        self.code = code
+
+
+def parse_edit(text: str):
+    """Parse an operator's edited record; raise DeadLetterError when it is not JSON."""
+    try:
+        return _DECODER.decode(text)
+    except (ValueError, RecursionError) as exc:
+        raise DeadLetterError(f"the edited record is not valid JSON: {exc}", "invalid") from None
+
+
+def _load(conn: Connection, ids: list[int]) -> list:
+    rows = []
+    for i in range(0, len(ids), _CHUNK):
+        rows += conn.execute(select(DeadLetter).where(DeadLetter.id.in_(ids[i:i + _CHUNK]))).all()
+    return rows
+
+
+def _record_of(row):
+    """The record to retry: its last attempted JSON, else the raw record as received."""
+    if row.error == "malformed_json" and row.last_raw is None:
+        try:
+            return _DECODER.decode(row.raw)
+        except (ValueError, RecursionError):
+            return MALFORMED
+    return _DECODER.decode(row.last_raw or row.raw)
+
+
+def reprocess(conn: Connection, ids: list[int], *, edited=None, settings: Settings | None = None,
+              via: str = "cli") -> dict:
+    """Retry open dead letters as one run of kind `reprocess`; `edited` replaces the record of a single one.
+
+    The run ignores the watermark and keeps the stale rule. Returns the run's summary.
+    """
+    ids = list(dict.fromkeys(int(i) for i in ids))
+    if not ids:
+        raise DeadLetterError("no dead letters selected", "invalid")
+    if edited is not None and len(ids) != 1:
+        raise DeadLetterError("an edited record retries exactly one dead letter", "invalid")
+    with conn.begin():
+        rows = {row.id: row for row in _load(conn, ids)}
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise DeadLetterError(f"no dead letter {missing[0]}", "not_found")
+    closed = [i for i in ids if rows[i].status != "open"]
+    if closed:
+        raise DeadLetterError(f"dead letter {closed[0]} is {rows[closed[0]].status}; only open ones can be reprocessed")
+    items, dl_ids = [], {}
+    for pos, dl_id in enumerate(ids, start=1):
+        record = edited if edited is not None else _record_of(rows[dl_id])
+        text = rows[dl_id].raw if record is MALFORMED else None
+        items.append(Item(pos, None, record, text))
+        dl_ids[pos] = dl_id
+    run_id = create_run(conn, kind="reprocess", options=Options(ignore_watermark=True),
+                        source_name=f"dead letter {ids[0]}" if len(ids) == 1 else f"{len(ids)} dead letters",
+                        dead_letter_id=ids[0] if len(ids) == 1 else None)
+    return execute_run(conn, run_id, lambda: iter(items), settings=settings, dl_ids=dl_ids)
+
+
+def _change_status(conn: Connection, ids: list[int], *, frm: str, to: str, step: str, detail: str,
+                   actor: str | None, reason: str | None) -> int:
+    ids = list(dict.fromkeys(int(i) for i in ids))
+    now = now_text()
+    with write_transaction(conn):
+        rows = _load(conn, ids)
+        found = {r.id: r for r in rows}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise DeadLetterError(f"no dead letter {missing[0]}", "not_found")
+        wrong = [r for r in rows if r.status != frm]
+        if wrong:
+            raise DeadLetterError(f"dead letter {wrong[0].id} is {wrong[0].status}; only {frm} ones can be {to}")
+        values = {"status": to, "updated_at": now}
+        if to == "discarded":
+            values["reason"] = reason
+        for i in range(0, len(ids), _CHUNK):
+            conn.execute(update(DeadLetter).where(DeadLetter.id.in_(ids[i:i + _CHUNK])).values(**values))
+        conn.execute(insert(Lineage), [
+            {"run_id": None, "pos": r.pos, "line": r.line, "key": r.key or "", "step": step, "at": now,
+             "detail": detail, "dead_letter_id": r.id, "actor": actor} for r in rows])
+    return len(rows)
+
+
+def discard(conn: Connection, ids: list[int], *, reason: str | None = None, actor: str | None = None) -> int:
+    """Discard open dead letters with an optional reason; return how many."""
+    reason = (reason or "").strip() or None
+    return _change_status(conn, ids, frm="open", to="discarded", step="discarded",
+                          detail=f"discarded: {reason}" if reason else "discarded", actor=actor, reason=reason)
+
+
+def reopen(conn: Connection, ids: list[int], *, actor: str | None = None) -> int:
+    """Reopen discarded dead letters; return how many."""
+    return _change_status(conn, ids, frm="discarded", to="open", step="reopened", detail="reopened",
+                          actor=actor, reason=None)
+
+
+__all__ = ["DeadLetterError", "parse_edit", "reprocess", "discard", "reopen"]

@@ -1,0 +1,281 @@
+"""One run of the pipeline: create it, read and stage its input, apply it atomically, record the outcome."""
+import json
+import time
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable, Iterable
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from ..database import write_transaction
+from ..models import Run
+from . import load, stage, watermark
+from .extract import MAX_RECORD_BYTES, InputError, Item, Reader
+from .validate import canonical, now_text, utc_now
+
+GiB = 1024 ** 3
+KINDS = ("upload", "api", "cli", "reprocess", "retry")
+
+
+@dataclass
+class Options:
+    """The options of a run (SPEC §2)."""
+
+    ignore_watermark: bool = False
+    max_reject_rate: float | None = None
+    dry_run: bool = False
+
+    def __post_init__(self):
+        if self.max_reject_rate is not None and not 0 <= self.max_reject_rate <= 1:
+            raise ValueError("the reject threshold is a share between 0 and 1")
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "Options":
+        return cls(**json.loads(text or "{}"))
+
+
+@dataclass
+class Settings:
+    """Limits that come from the configuration."""
+
+    max_decompressed_bytes: int = 4 * GiB
+    future_tolerance: timedelta = timedelta(days=1)
+    max_upload_bytes: int | None = None
+
+
+class RunFailed(Exception):
+    """A run failed; it has been recorded as failed with this message."""
+
+    def __init__(self, run_id: int, message: str):
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class RunCancelled(Exception):
+    """Raised by a progress callback to stop a run; the run is recorded as cancelled."""
+
+
+class _Restart(Exception):
+    """The watermark moved while the run was being read: read it again under the new one."""
+
+
+class _DryRun(Exception):
+    """Roll back a dry run's apply once everything has been computed."""
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def create_run(conn: Connection, *, kind: str, options: Options | None = None, source_name: str | None = None,
+               source_size: int | None = None, source_sha256: str | None = None, file_path: str | None = None,
+               retry_of_id: int | None = None, dead_letter_id: int | None = None) -> int:
+    """Record a queued run and return its id."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown run kind {kind!r}")
+    with write_transaction(conn):
+        same = None
+        if source_sha256:
+            same = conn.execute(select(func.min(Run.id)).where(Run.source_sha256 == source_sha256)).scalar()
+        return conn.execute(insert(Run).values(
+            kind=kind, status="queued", options=json.dumps(asdict(options or Options())),
+            source_name=source_name, source_size=source_size, source_sha256=source_sha256,
+            file_path=file_path, retry_of_id=retry_of_id, same_file_run_id=same,
+            dead_letter_id=dead_letter_id, queued_at=now_text(),
+        ).returning(Run.id)).scalar_one()
+
+
+def _set(conn: Connection, run_id: int, **values) -> None:
+    with write_transaction(conn):
+        conn.execute(update(Run).where(Run.id == run_id).values(**values))
+
+
+def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item]] | None = None, *,
+                settings: Settings | None = None, progress: Progress | None = None,
+                dl_ids: dict | None = None) -> dict:
+    """Execute a queued run from its stored file (or `items`); return its summary or raise RunFailed.
+
+    The input is read and staged without the database's write lock; only the final apply holds it.
+    A failure of any kind leaves target, lineage, dead letters and watermark as they were.
+    """
+    settings = settings or Settings()
+    run = read_run(conn, run_id)
+    options = Options.from_json(run.options)
+    report = progress or (lambda phase, records, nbytes: None)
+    reader_box = []
+
+    def source() -> Iterable[Item]:
+        if items is not None:
+            return items()
+        if not run.file_path or not Path(run.file_path).exists():
+            raise InputError("the run's file is no longer stored")
+        raw = open(run.file_path, "rb")  # closed in the finally below
+        reader_box.append(raw)
+        reader = Reader(raw, settings.max_decompressed_bytes, settings.max_upload_bytes)
+        reader_box.append(reader)
+        return reader
+
+    _set(conn, run_id, status="running", started_at=now_text(), error=None)
+    try:
+        for _attempt in range(3):
+            try:
+                summary = _attempt_run(conn, run, options, settings, source, report, reader_box, dl_ids)
+                break
+            except _Restart:
+                for handle in reader_box:
+                    if hasattr(handle, "close"):
+                        handle.close()
+                reader_box.clear()
+                continue
+        else:
+            raise InputError("the watermark kept moving while the run was read; retry the run")
+    except RunCancelled:
+        _finish_failed(conn, run_id, "cancelled", "cancelled by request")
+        raise RunFailed(run_id, "cancelled by request") from None
+    except InputError as exc:
+        _finish_failed(conn, run_id, "failed", str(exc))
+        raise RunFailed(run_id, str(exc)) from None
+    except RunFailed:
+        raise
+    except Exception as exc:  # a database error, a bug, a failure injected by a test
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        _finish_failed(conn, run_id, "failed", message)
+        raise RunFailed(run_id, message) from exc
+    finally:
+        for handle in reader_box:
+            if hasattr(handle, "close"):
+                handle.close()
+        _drop_staging(conn)
+    return summary
+
+
+def _drop_staging(conn: Connection) -> None:
+    if conn.in_transaction():
+        conn.rollback()
+    with conn.begin():
+        stage.drop(conn)
+
+
+def _finish_failed(conn: Connection, run_id: int, status: str, message: str) -> None:
+    if conn.in_transaction():
+        conn.rollback()
+    _set(conn, run_id, status=status, error=message, finished_at=now_text())
+
+
+def _applied_version(conn: Connection):
+    return conn.execute(select(func.max(Run.applied_seq))).scalar()
+
+
+def _attempt_run(conn, run, options: Options, settings: Settings, source, report, reader_box, dl_ids) -> dict:
+    run_id = run.id
+    with conn.begin():
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA cache_size = -131072")  # index upkeep of a large apply
+        wm_before = watermark.current(conn)
+    wm_for_skip = None if options.ignore_watermark or dl_ids is not None else wm_before
+    latest = canonical(utc_now() + settings.future_tolerance)
+
+    def tick(records: int) -> None:
+        reader = reader_box[-1] if reader_box else None
+        report("reading", records, reader.bytes_read() if reader is not None and hasattr(reader, "bytes_read") else 0)
+
+    report("reading", 0, 0)
+    with conn.begin():
+        stage.create(conn)
+        counts = stage.fill(conn, source(), watermark=wm_for_skip, latest=latest, dl_ids=dl_ids, tick=tick)
+    result = {"input_records": counts.input_records, "skipped": counts.skipped,
+              "rejected": counts.rejected, "staged": counts.staged}
+
+    considered = counts.input_records - counts.skipped
+    if options.max_reject_rate is not None and considered and counts.rejected / considered > options.max_reject_rate:
+        message = (f"{counts.rejected} of {considered} records were rejected "
+                   f"({counts.rejected / considered:.1%}), over the reject threshold of "
+                   f"{options.max_reject_rate:.1%}; nothing was loaded")
+        _set(conn, run_id, status="failed", error=message, finished_at=now_text(), watermark_before=wm_before,
+             watermark_after=wm_before, **result)
+        raise RunFailed(run_id, message)
+
+    report("classifying", counts.input_records, 0)
+    with conn.begin():
+        loaded = load.LoadCounts(superseded=load.prepare(conn))
+        version = _applied_version(conn)
+        outcomes = load.classify(conn)
+
+    report("waiting for the write lock", counts.input_records, 0)
+    try:
+        with write_transaction(conn):
+            locked_at = time.perf_counter()
+            report("applying", counts.input_records, 0)
+            if watermark.current(conn) != wm_before:
+                raise _Restart()
+            if _applied_version(conn) != version:
+                outcomes = load.classify(conn)  # another run applied meanwhile: decide again, under the lock
+            for name, n in outcomes.items():
+                setattr(loaded, name, n)
+            now = now_text()
+            load.apply(conn, run_id=run_id, now=now, watermark=wm_before, counts=loaded)
+            wm_after = watermark.advance(conn, wm_before, run_id)
+            result.update(asdict(loaded), watermark_before=wm_before, watermark_after=wm_after)
+            report("committing", counts.input_records, 0)
+            if options.dry_run:
+                raise _DryRun()
+            seq = (_applied_version(conn) or 0) + 1
+            conn.execute(update(Run).where(Run.id == run_id).values(
+                status="succeeded", finished_at=now_text(), applied_seq=seq,
+                lock_seconds=time.perf_counter() - locked_at, **result))
+    except _DryRun:
+        _set(conn, run_id, status="succeeded", finished_at=now_text(), lock_seconds=time.perf_counter() - locked_at,
+             **result)
+    report("done", counts.input_records, 0)
+    return summary_of(read_run(conn, run_id))
+
+
+def read_run(conn: Connection, run_id: int):
+    """The run's row, read in a transaction of its own."""
+    with conn.begin():
+        return conn.execute(select(Run).where(Run.id == run_id)).one()
+
+
+def summary_of(run) -> dict:
+    """The summary JSON of a run: every count of SPEC §2 plus the seed's keys."""
+    options = Options.from_json(run.options)
+    return {
+        "run_id": run.id,
+        "status": run.status,
+        "input_records": run.input_records,
+        "skipped": run.skipped,
+        "rejected": run.rejected,
+        "staged": run.staged,
+        "superseded": run.superseded,
+        "inserted": run.inserted,
+        "updated": run.updated,
+        "unchanged": run.unchanged,
+        "stale": run.stale,
+        "loaded": run.inserted + run.updated,
+        "dead_letters": run.dead_letters,
+        "lineage_entries": run.lineage_entries,
+        "watermark_before": run.watermark_before,
+        "watermark": run.watermark_after,
+        "dry_run": options.dry_run,
+        "error": run.error,
+    }
+
+
+def run_file(conn: Connection, path: str | Path, *, kind: str = "cli", options: Options | None = None,
+             settings: Settings | None = None, progress: Progress | None = None) -> dict:
+    """Create a run for a file and execute it at once; return its summary or raise RunFailed."""
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    run_id = create_run(conn, kind=kind, options=options, source_name=path.name, source_size=path.stat().st_size,
+                        source_sha256=digest.hexdigest(), file_path=str(path.resolve()))
+    return execute_run(conn, run_id, settings=settings, progress=progress)
+
+
+__all__ = ["Options", "Settings", "RunFailed", "RunCancelled", "create_run", "execute_run", "run_file",
+           "summary_of", "MAX_RECORD_BYTES"]

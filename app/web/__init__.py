@@ -1,0 +1,9 @@
+"""The web app's blueprints and error pages."""
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Register every blueprint of the dashboard."""
+    from . import home
+
+    app.register_blueprint(home.bp)
