@@ -1,0 +1,113 @@
+"""Shared fixtures: a fresh database per test (SQLite, or PostgreSQL when TEST_DATABASE_URL is set)."""
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from app.database import make_engine
+from app.schema import upgrade
+
+PG_URL = os.environ.get("TEST_DATABASE_URL")
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+if not SHARED.exists():  # a clone elsewhere: shared/ sits beside the project's root
+    SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SAMPLE_INPUT = SHARED / "data" / "sample_input.json"
+SAMPLE_SUMMARY = SHARED / "data" / "sample_summary.json"
+TABLES = ("target", "dead_letters", "lineage", "watermarks", "watermark_history", "runs")
+
+
+def pytest_report_header(config):
+    return f"database: {'PostgreSQL ' + make_url(PG_URL).render_as_string() if PG_URL else 'SQLite'}"
+
+
+@pytest.fixture(scope="session")
+def database_template(tmp_path_factory):
+    """A migrated database for the whole session: a fresh PostgreSQL database, or a SQLite file to copy."""
+    if PG_URL:
+        base = make_url(PG_URL)
+        if base.drivername == "postgresql":
+            base = base.set(drivername="postgresql+psycopg")
+        name = f"sluice_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        admin = make_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        url = base.set(database=name).render_as_string(hide_password=False)
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+    else:
+        path = tmp_path_factory.mktemp("template") / "sluice.db"
+        engine = make_engine(f"sqlite:///{path}")
+        upgrade(engine)
+        engine.dispose()
+        yield str(path)
+
+
+@pytest.fixture
+def db_url(database_template, tmp_path):
+    """The URL of an empty, migrated database for this test."""
+    if PG_URL:
+        engine = make_engine(database_template)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+        engine.dispose()
+        return database_template
+    path = tmp_path / "sluice.db"
+    shutil.copyfile(database_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def engine(db_url):
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def conn(engine):
+    """A connection outside any transaction, as the pipeline's public functions expect."""
+    with engine.connect() as connection:
+        yield connection
+
+
+@pytest.fixture
+def app(db_url, tmp_path, monkeypatch):
+    """The Flask app on this test's database; runs are not executed by a background thread here."""
+    from app import create_app
+
+    monkeypatch.setenv("SLUICE_INSTANCE_PATH", str(tmp_path / "instance"))
+    app = create_app({
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": db_url,
+        "SECRET_KEY": "test",
+        "SLUICE_UPLOAD_DIR": str(tmp_path / "uploads"),
+        "SLUICE_EMBEDDED_WORKER": False,
+    })
+    yield app
+    from app.extensions import db
+
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def write(tmp_path):
+    """Write a file for a test: `write(name, text_or_bytes)` returns its path."""
+    def _write(name: str, content) -> Path:
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+        return path
+    return _write
