@@ -196,15 +196,29 @@ class Reader:
             text.expect_end(text.skip_ws(pos + 1))
             return
         index = 0
+        scan = _DECODER.scan_once
+        buf = text.buf
         while True:
-            pos = text.ensure(pos)
-            value, pos = text.decode(pos)
+            if len(buf) - pos < LOW_WATER and not text.eof:
+                pos = text._more(pos)
+                buf = text.buf
+            try:
+                value, pos = scan(buf, pos)
+            except (StopIteration, ValueError, RecursionError):
+                value, pos = text.decode(pos)  # reads on, or raises the located error
+                buf = text.buf
             index += 1
             yield Item(index, None, value)
-            pos = text.skip_ws(pos)
-            sep = text.buf[pos:pos + 1]
+            sep = buf[pos:pos + 1]
+            if sep not in (",", "]"):
+                pos = text.skip_ws(pos)
+                buf = text.buf
+                sep = buf[pos:pos + 1]
             if sep == ",":
-                pos = text.skip_ws(pos + 1)
+                pos += 1
+                if pos >= len(buf) or buf[pos] in " \t\n\r":
+                    pos = text.skip_ws(pos)
+                    buf = text.buf
             elif sep == "]":
                 text.expect_end(text.skip_ws(pos + 1))
                 return
