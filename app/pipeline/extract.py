@@ -20,6 +20,9 @@ MAX_RECORD_BYTES = 16 << 20  # one record (an array element or a JSON line) may 
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
 _JSON_START = frozenset(b'{["-0123456789tfn')
+_WORDS = {ord("t"): b"true", ord("f"): b"false", ord("n"): b"null"}
+# A string, or a non-JSON constant outside strings: finds where a NaN / Infinity literal is.
+_CONSTANT = re.compile(r'"(?:[^"\\]|\\.)*"|(NaN|-?Infinity)', re.DOTALL)
 _WS = re.compile(r"[ \t\n\r]*")
 _WS_BYTES = b" \t\n\r"
 
@@ -59,7 +62,8 @@ def sniff(head: bytes) -> str | None:
     body = head.lstrip(_WS_BYTES)
     if not body:
         return None  # empty, or only white space so far: an empty file is a valid, empty input
-    if body[0] not in _JSON_START:
+    word = _WORDS.get(body[0], b"")
+    if body[0] not in _JSON_START or not word.startswith(body[:len(word)]):
         return f"the file does not start like JSON, JSON Lines or gzip (first byte {body[:1]!r})"
     return None
 
@@ -296,8 +300,9 @@ class _TextBuffer:
                 if self.eof or len(self.buf) - pos > MAX_RECORD_BYTES:
                     raise self.error(exc.msg, exc.pos) from None
                 pos = self._more(pos)
-            except ValueError as exc:  # NaN / Infinity
-                raise self.error(str(exc), pos) from None
+            except ValueError as exc:  # NaN / Infinity: point at the literal, not at the record
+                where = next((m.start(1) for m in _CONSTANT.finditer(self.buf, pos) if m.group(1)), pos)
+                raise self.error(str(exc), where) from None
             except RecursionError:
                 raise self.error("the value is nested too deeply", pos) from None
 
