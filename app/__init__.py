@@ -34,8 +34,9 @@ def create_app(test_config: dict | None = None) -> Flask:
             # Keep starting so the CLI and /healthz can say what is wrong in one line.
             app.config["SLUICE_DB_ERROR"] = str(exc.orig).strip().splitlines()[0]
 
-    from . import cli, web
+    from . import cli, runs, web
     web.init_app(app)
+    runs.init_app(app)
     cli.init_app(app)
     return app
 
