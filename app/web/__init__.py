@@ -2,9 +2,28 @@
 from flask import Flask
 
 
-def init_app(app: Flask) -> None:
-    """Register every blueprint of the dashboard."""
-    from . import health, home
+def _number(value) -> str:
+    """A target value as people read it: whole numbers without '.0', others as stored."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    return repr(value) if isinstance(value, float) else str(value)
 
-    app.register_blueprint(home.bp)
-    app.register_blueprint(health.bp)
+
+def _dict_without(mapping, *names) -> dict:
+    """A copy of a mapping (e.g. request.args) without some keys and without empty values."""
+    return {k: v for k, v in dict(mapping).items() if k not in names and v not in ("", None)}
+
+
+def init_app(app: Flask) -> None:
+    """Register every blueprint of the dashboard and its error pages."""
+    from . import dead_letters, errors, health, home, lineage, runs, target, upload, watermarks
+
+    for module in (home, upload, runs, target, dead_letters, lineage, watermarks, health):
+        app.register_blueprint(module.bp)
+    from .api import bp as api_bp
+    app.register_blueprint(api_bp)
+    errors.init_app(app)
+    app.jinja_env.filters["number"] = _number
+    app.jinja_env.filters["dict_without"] = _dict_without

@@ -1,13 +1,16 @@
-"""The home page: headline numbers and the latest runs."""
+"""The home page: the upload form, headline numbers and the latest runs."""
 from flask import Blueprint, render_template
 
 from .. import queries
 from ..extensions import db
+from .forms import UploadForm
 
 bp = Blueprint("home", __name__)
 
 
 @bp.get("/")
 def index():
-    """Headline numbers and the latest runs."""
-    return render_template("home/index.html", **queries.overview(db.session.connection()))
+    """Upload form, headline numbers and the latest runs."""
+    with db.engine.connect() as conn:
+        data = queries.overview(conn)
+    return render_template("home/index.html", form=UploadForm(), **data)

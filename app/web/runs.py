@@ -1,0 +1,122 @@
+"""Run history, a run's page with live progress, its summary download, cancel and retry."""
+import json
+import os
+
+from flask import Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+
+from .. import queries
+from ..extensions import db
+from ..pipeline import summary_of
+from .forms import ActionForm
+
+bp = Blueprint("runs", __name__, url_prefix="/runs")
+
+
+def _service():
+    return current_app.extensions["sluice_runs"]
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+@bp.get("")
+def index():
+    """The run history, newest first, with a chart of records per run."""
+    status = request.args.get("status") or None
+    if status not in queries.RUN_STATUSES:
+        status = None
+    with db.engine.connect() as conn:
+        page = queries.runs_page(conn, status=status, cursor=request.args.get("cursor"),
+                                 before=request.args.get("before"))
+    return render_template("runs/index.html", page=page, statuses=queries.RUN_STATUSES, form=ActionForm())
+
+
+def _file_gone(run: dict) -> bool:
+    return bool(run["file_removed_at"]) or bool(run["file_path"] and not os.path.exists(run["file_path"]))
+
+
+@bp.get("/<int:run_id>")
+def show(run_id: int):
+    """Everything about one run: options, file, times, counts, watermark, its dead letters and lineage."""
+    with db.engine.connect() as conn:
+        run = queries.run_detail(conn, run_id)
+        if run is None:
+            abort(404, f"There is no run {run_id}.")
+        letters = queries.dead_letters_page(conn, run_id=run_id, limit=20)
+        lineage = queries.run_lineage(conn, run_id, cursor=request.args.get("lineage"))
+    progress = _service().progress(run_id) if run["status"] in ("queued", "running") else None
+    return render_template("runs/show.html", run=run, letters=letters, lineage=lineage, progress=progress,
+                           file_gone=_file_gone(run), summary=summary_of(_Row(run)), form=ActionForm())
+
+
+class _Row:
+    """Attribute access to a run's dict, as `summary_of` reads a row."""
+
+    def __init__(self, data: dict):
+        self.__dict__.update(data)
+
+
+@bp.get("/<int:run_id>/progress.json")
+def progress(run_id: int):
+    """A running run's phase and counts, polled by its page."""
+    with db.engine.connect() as conn:
+        rows = queries.run_status(conn, [run_id])
+    if not rows:
+        return jsonify({"error": {"code": "not_found", "message": f"There is no run {run_id}."}}), 404
+    data = rows[0]
+    data["progress"] = _service().progress(run_id) if data["status"] in ("queued", "running") else None
+    return jsonify(data)
+
+
+@bp.get("/status.json")
+def status():
+    """The status and counts of a few runs (`?ids=1,2,3`), polled by the home page."""
+    ids = [i for i in (_int(x) for x in request.args.get("ids", "").split(",")) if i is not None]
+    with db.engine.connect() as conn:
+        rows = queries.run_status(conn, ids)
+    return jsonify({"runs": rows})
+
+
+@bp.get("/<int:run_id>/summary.json")
+def summary(run_id: int):
+    """Download the run's summary JSON."""
+    with db.engine.connect() as conn:
+        run = queries.run_detail(conn, run_id)
+    if run is None:
+        abort(404, f"There is no run {run_id}.")
+    body = json.dumps(summary_of(_Row(run)), indent=2) + "\n"
+    return Response(body, mimetype="application/json",
+                    headers={"Content-Disposition": f'attachment; filename="sluice-run-{run_id}-summary.json"'})
+
+
+@bp.post("/<int:run_id>/cancel")
+def cancel(run_id: int):
+    """Ask a queued or running run to stop."""
+    ActionForm().validate_on_submit() or abort(400)
+    from ..runs import RunStateError
+
+    try:
+        _service().cancel(run_id)
+        flash(f"Run #{run_id}: cancel requested.", "ok")
+    except RunStateError as exc:
+        flash(f"Run #{run_id} cannot be cancelled: {exc}", "error")
+    return redirect(url_for("runs.show", run_id=run_id), 303)
+
+
+@bp.post("/<int:run_id>/retry")
+def retry(run_id: int):
+    """Queue a new run on a failed or cancelled run's file."""
+    ActionForm().validate_on_submit() or abort(400)
+    from ..runs import RunStateError
+
+    try:
+        new_id = _service().retry(run_id)
+    except RunStateError as exc:
+        flash(f"Run #{run_id} cannot be retried: {exc}", "error")
+        return redirect(url_for("runs.show", run_id=run_id), 303)
+    flash(f"Queued run #{new_id}, a retry of run #{run_id}.", "ok")
+    return redirect(url_for("runs.show", run_id=new_id), 303)
