@@ -22,6 +22,8 @@ def init_app(app: Flask) -> None:
 
     for module in (home, upload, runs, target, dead_letters, lineage, watermarks, health):
         app.register_blueprint(module.bp)
+    from .api import bp as api_bp
+    app.register_blueprint(api_bp)
     errors.init_app(app)
     app.jinja_env.filters["number"] = _number
     app.jinja_env.filters["dict_without"] = _dict_without
