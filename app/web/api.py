@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context, url_for
+from flask import Blueprint, current_app, jsonify, request, url_for
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from .. import export, queries
+from .. import queries
 from ..extensions import csrf, db
 from ..pipeline import (DeadLetterError, InputError, Options, RunFailed, TooLarge, WatermarkError, parse_edit,
                         summary_of)
 from ..pipeline import dead_letters as dead_letter_actions
 from ..pipeline import watermark as wm
+from .target import export_response
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 csrf.exempt(bp)
@@ -359,19 +360,6 @@ def dead_letter_json(row: dict, detail: bool = False) -> dict:
     return out
 
 
-def _stream(fmt: str, columns, rows_of, filename: str) -> Response:
-    """Stream a whole view as CSV or JSON from its own connection, read in keyset batches."""
-    engine = db.engine
-
-    def generate():
-        with engine.connect() as conn, conn.begin():
-            yield from export.stream(fmt, columns, rows_of(conn))
-
-    response = Response(stream_with_context(generate()), mimetype=export.MEDIA_TYPES[fmt].split(";")[0])
-    response.headers["Content-Disposition"] = f'attachment; filename="{filename}.{fmt}"'
-    return response
-
-
 def _dead_letter_error(exc: DeadLetterError) -> ApiError:
     status = {"not_found": 404, "conflict": 409, "invalid": 422}.get(exc.code, 409)
     return ApiError(status, exc.code, str(exc))
@@ -464,7 +452,8 @@ def list_target():
     view = {"key_prefix": args.key, "name_prefix": args.name, "sort": args.sort,
             "descending": args.order == "desc"}
     if args.format:
-        return _stream(args.format, TARGET_FIELDS, lambda conn: queries.iter_target(conn, **view), "target")
+        return export_response(lambda conn: queries.iter_target(conn, **view), args.format, "sluice-target",
+                               TARGET_FIELDS)
     _check_cursor(args.cursor, len(queries.TARGET_SORTS[args.sort]))
     page = _read(queries.target_page, cursor=args.cursor, limit=args.limit, **view)
     return jsonify(_page_json(page, [_pick(r, TARGET_FIELDS) for r in page["rows"]]))
@@ -492,8 +481,8 @@ def list_dead_letters():
     args = parse_args(DEAD_LETTER_PARAMS)
     view = {"error": args.error, "status": args.status, "run_id": args.run}
     if args.format:
-        return _stream(args.format, DEAD_LETTER_FIELDS, lambda conn: queries.iter_dead_letters(conn, **view),
-                       "dead-letters")
+        return export_response(lambda conn: queries.iter_dead_letters(conn, **view), args.format,
+                               "sluice-dead-letters", DEAD_LETTER_FIELDS)
     _id_cursor(args.cursor)
 
     def read(conn):
