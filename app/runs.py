@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from .database import write_transaction
 from .models import Run
 from .pipeline import InputError, Options, RunCancelled, RunFailed, Settings, TooLarge, create_run, execute_run, sniff
+from .pipeline.extract import _human
 from .pipeline.validate import canonical, now_text, utc_now
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,9 @@ class RunService:
 
     def __init__(self, engine: Engine, *, settings: Settings, upload_dir: str | Path, state_dir: str | Path,
                  max_upload_bytes: int | None, retention_hours: float, lease_seconds: float = 60.0,
-                 heartbeat_seconds: float = 5.0):
+                 heartbeat_seconds: float = 5.0, progress_interval: float = PROGRESS_INTERVAL):
         self.engine, self.settings = engine, settings
+        self.progress_interval = progress_interval
         self.upload_dir = Path(upload_dir)
         self.progress_dir = Path(state_dir) / "progress"
         self.workers_dir = Path(state_dir) / "workers"
@@ -270,7 +272,7 @@ class RunService:
         if run.cancel_requested:
             cancelled.set()
         path = self.progress_dir / f"{run_id}.json"
-        reporter = ProgressReporter(path, run_id, run.source_size, cancelled)
+        reporter = ProgressReporter(path, run_id, run.source_size, cancelled, self.progress_interval)
         watcher = threading.Thread(target=self._watch, args=(run_id, cancelled, stop),
                                    name=f"sluice-run-{run_id}-watch", daemon=True)
         watcher.start()
@@ -326,8 +328,11 @@ class RunService:
         with self._identity_lock:
             if self._pid != os.getpid():  # first use, or a forked child: a name and a lock of its own
                 token = uuid.uuid4().hex[:12]
-                fd = os.open(self.workers_dir / f"{token}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+                tmp = self.workers_dir / f".{token}.tmp"
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o600)
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # Locked before it gets its name, so a sweep of dead workers' files never takes it.
+                os.rename(tmp, self.workers_dir / f"{token}.lock")
                 self._pid, self._lock_fd = os.getpid(), fd
                 self._worker = f"{self._host}:{os.getpid()}:{token}"
             return self._worker
@@ -339,18 +344,7 @@ class RunService:
         if host != self._host:
             cutoff = canonical(utc_now() - self.lease)
             return heartbeat_at is not None and heartbeat_at >= cutoff
-        path = self.workers_dir / f"{token}.lock"
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)  # also releases the lock if we just took it
-        return False
+        return _held(self.workers_dir / f"{token}.lock")
 
     def recover(self) -> list[int]:
         """Mark `failed` ("interrupted") every running run whose worker died or whose lease expired."""
@@ -369,10 +363,8 @@ class RunService:
                     marked.append(r.id)
                     (self.progress_dir / f"{r.id}.json").unlink(missing_ok=True)
                     log.warning("run %s was interrupted (worker %s is gone)", r.id, r.worker)
-        for r in dead:
-            _, _, token = r.worker.rpartition(":")
-            if r.worker.startswith(self._host + ":"):
-                (self.workers_dir / f"{token}.lock").unlink(missing_ok=True)
+        for path in self.workers_dir.glob("*.lock"):
+            _held(path, remove_if_free=True)  # files of processes that ended
         return marked
 
     # -- housekeeping -----------------------------------------------------------------------------
@@ -458,12 +450,22 @@ class ThreadExecutor:
             self._wake.clear()
 
 
-def _human(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:g} {unit}" if unit == "bytes" else f"{n:.4g} {unit}"
-        n /= 1024
-    return str(n)
+def _held(path: Path, remove_if_free: bool = False) -> bool:
+    """Whether a live process holds the lock on `path` (a missing file is held by no one)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        if remove_if_free:
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)  # also releases the lock if we just took it
+    return False
 
 
 def _should_start_worker() -> bool:
@@ -499,7 +501,8 @@ def init_app(app) -> RunService:
         state_dir=app.instance_path, max_upload_bytes=app.config["MAX_CONTENT_LENGTH"],
         retention_hours=app.config["SLUICE_FILE_RETENTION_HOURS"],
         lease_seconds=app.config.get("SLUICE_RUN_LEASE_SECONDS", 60),
-        heartbeat_seconds=app.config.get("SLUICE_HEARTBEAT_SECONDS", 5))
+        heartbeat_seconds=app.config.get("SLUICE_HEARTBEAT_SECONDS", 5),
+        progress_interval=app.config.get("SLUICE_PROGRESS_INTERVAL", PROGRESS_INTERVAL))
     app.extensions["sluice_runs"] = service
     if app.config["SLUICE_EMBEDDED_WORKER"] and not app.config.get("SLUICE_DB_ERROR") and _should_start_worker():
         executor = ThreadExecutor(service)
