@@ -214,7 +214,7 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
             for name, n in outcomes.items():
                 setattr(loaded, name, n)
             now = now_text()
-            load.apply(conn, run_id=run_id, now=now, watermark=wm_before, counts=loaded)
+            load.apply(conn, run_id=run_id, now=now, watermark=wm_before, retry=dl_ids is not None, counts=loaded)
             wm_after = watermark.advance(conn, wm_before, run_id)
             result.update(asdict(loaded), watermark_before=wm_before, watermark_after=wm_after)
             report("committing", counts.input_records, 0)

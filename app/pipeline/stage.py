@@ -1,11 +1,11 @@
-"""Staging: every record a run reads, classified (skipped, rejected, staged) into a per-run TEMP table.
+"""Staging: every record a run reads, classified (skipped, rejected, staged) into per-run TEMP tables.
 
 A TEMP table lives in the connection's own temporary schema, so filling it takes no lock on the
 main database: while a large file is parsed, other writers go on.
 """
 import hashlib
-import math
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -21,24 +21,47 @@ from .validate import Invalid, show, ts_of, usable_key, validate
 
 BATCH = 20_000
 
+# Narrow tables, one per kind of record: binding parameters is most of the cost of a bulk insert,
+# so a staged record carries only what the upsert needs.
 staging_metadata = MetaData()
-staging = Table(
+staged = Table(
     "sluice_stage", staging_metadata,
     Column("pos", BigInteger, primary_key=True, autoincrement=False),
     Column("line", BigInteger),
-    Column("kind", String(16), nullable=False),  # skipped, rejected, staged
-    Column("key", binary_text(256)),
-    Column("name", Text),
-    Column("value", Double),
-    Column("ts", binary_text(26)),
-    Column("error", String(32)),
-    Column("detail", Text),
-    Column("raw", Text),
-    Column("fp", String(32)),
-    Column("dl_id", BigInteger),
+    Column("key", binary_text(256), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("value", Double, nullable=False),
+    Column("ts", binary_text(26), nullable=False),
     prefixes=["TEMPORARY"],
 )
-COLUMNS = [c.name for c in staging.columns]
+skipped = Table(
+    "sluice_skip", staging_metadata,
+    Column("pos", BigInteger, primary_key=True, autoincrement=False),
+    Column("line", BigInteger),
+    Column("key", binary_text(256)),
+    Column("ts", binary_text(26), nullable=False),
+    prefixes=["TEMPORARY"],
+)
+rejected = Table(
+    "sluice_reject", staging_metadata,
+    Column("pos", BigInteger, primary_key=True, autoincrement=False),
+    Column("line", BigInteger),
+    Column("key", binary_text(256)),
+    Column("error", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("raw", Text, nullable=False),
+    Column("fp", String(32), nullable=False),
+    prefixes=["TEMPORARY"],
+)
+retried = Table(  # reprocess runs only: which dead letter each record retries, and the JSON it was retried with
+    "sluice_retry", staging_metadata,
+    Column("pos", BigInteger, primary_key=True, autoincrement=False),
+    Column("dl_id", BigInteger, nullable=False),
+    Column("raw", Text),
+    prefixes=["TEMPORARY"],
+)
+TABLES = (staged, skipped, rejected, retried)
+DERIVED = ("sluice_out", "sluice_win", "sluice_upd")
 
 
 @dataclass
@@ -58,7 +81,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def raw_text(value) -> str:
     """The record as JSON text, keys in their order; NUL and unpaired surrogates escaped."""
     try:
-        return orjson.dumps(value).decode()
+        text = orjson.dumps(value)
+        if b"null" not in text:  # orjson writes an infinite float as null: the stdlib path below keeps it
+            return text.decode()
     except (TypeError, orjson.JSONEncodeError):
         pass
     # Lone surrogates, huge integers or a number beyond the double range: the stdlib writes them;
@@ -85,15 +110,16 @@ def fingerprint(raw: str, error: str) -> str:
 
 
 def create(conn: Connection) -> None:
-    """Create the run's empty staging table (dropping a leftover one first)."""
+    """Create the run's empty staging tables (dropping leftovers first)."""
     drop(conn)
-    staging.create(conn)
+    staging_metadata.create_all(conn)
 
 
 def drop(conn: Connection) -> None:
     """Drop the staging tables of this connection, whatever state they are in."""
-    for name in ("sluice_out", "sluice_win", "sluice_upd", "sluice_stage"):
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {'pg_temp.' if conn.dialect.name == 'postgresql' else 'temp.'}{name}")
+    schema = "pg_temp" if conn.dialect.name == "postgresql" else "temp"
+    for name in DERIVED + tuple(t.name for t in TABLES):
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {schema}.{name}")
 
 
 def bulk_insert(conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:
@@ -112,7 +138,7 @@ def bulk_insert(conn: Connection, table: str, columns: list[str], rows: list[tup
 
 def fill(conn: Connection, items: Iterable[Item], *, watermark: str | None, latest: str,
          dl_ids: dict | None = None, tick: Callable[[int], None] | None = None) -> StageCounts:
-    """Read every item into the staging table, classified; return the counts.
+    """Read every item into the staging tables, classified; return the counts.
 
     `watermark` is None when it does not apply (none yet, or a backfill); `latest` is the newest
     acceptable ts (now plus the tolerance); `dl_ids` maps positions to the dead letters a
@@ -120,48 +146,51 @@ def fill(conn: Connection, items: Iterable[Item], *, watermark: str | None, late
     """
     counts = StageCounts()
     errors = counts.errors
-    batch = []
+    good, old, bad, retry = [], [], [], []
+
+    def flush() -> None:
+        counts.staged += len(good)
+        counts.skipped += len(old)
+        counts.rejected += len(bad)
+        for table, columns, rows in ((staged, STAGE_COLUMNS, good), (skipped, SKIP_COLUMNS, old),
+                                     (rejected, REJECT_COLUMNS, bad), (retried, RETRY_COLUMNS, retry)):
+            bulk_insert(conn, table.name, columns, rows)
+            rows.clear()
+        if tick:
+            tick(counts.input_records)
+
+    n = 0
     for item in items:
+        n += 1
         record = item.value
-        dl_id = dl_ids.get(item.pos) if dl_ids else None
-        row = None
+        if dl_ids:
+            retry.append((item.pos, dl_ids[item.pos], None if record is MALFORMED else raw_text(record)))
         if record is MALFORMED:
             raw = item.text or ""
-            row = (item.pos, item.line, "rejected", None, None, None, None, "malformed_json",
-                   "the line is not valid JSON", raw, fingerprint(raw, "malformed_json"), dl_id)
+            bad.append((item.pos, item.line, None, "malformed_json", "the line is not valid JSON", raw,
+                        fingerprint(raw, "malformed_json")))
+            errors["malformed_json"] = errors.get("malformed_json", 0) + 1
         else:
-            if watermark is not None and isinstance(record, dict):
-                ts = ts_of(record)
-                if ts is not None and ts < watermark:
-                    row = (item.pos, item.line, "skipped", usable_key(record), None, None, ts,
-                           None, None, None, None, dl_id)
-                    counts.skipped += 1
-            if row is None:
+            ts = ts_of(record) if watermark is not None and type(record) is dict else None
+            if ts is not None and ts < watermark:
+                old.append((item.pos, item.line, usable_key(record), ts))
+            else:
                 try:
-                    key, name, value, ts = validate(record, latest)
-                    # A retried dead letter keeps the JSON it was retried with.
-                    raw = raw_text(record) if dl_id is not None else None
-                    row = (item.pos, item.line, "staged", key, name, value, ts, None, None, raw, None, dl_id)
-                    counts.staged += 1
-                except Invalid as bad:
+                    good.append((item.pos, item.line, *validate(record, latest)))
+                except Invalid as exc:
                     raw = raw_text(record)
-                    row = (item.pos, item.line, "rejected", usable_key(record), None, None, None, bad.code,
-                           bad.detail, raw, fingerprint(raw, bad.code), dl_id)
-        if row[2] == "rejected":
-            counts.rejected += 1
-            errors[row[7]] = errors.get(row[7], 0) + 1
-        batch.append(row)
-        if len(batch) >= BATCH:
-            counts.input_records += len(batch)
-            bulk_insert(conn, "sluice_stage", COLUMNS, batch)
-            batch = []
-            if tick:
-                tick(counts.input_records)
-    counts.input_records += len(batch)
-    bulk_insert(conn, "sluice_stage", COLUMNS, batch)
-    if tick:
-        tick(counts.input_records)
+                    bad.append((item.pos, item.line, usable_key(record), exc.code, exc.detail, raw,
+                                fingerprint(raw, exc.code)))
+                    errors[exc.code] = errors.get(exc.code, 0) + 1
+        if n % BATCH == 0:
+            counts.input_records = n
+            flush()
+    counts.input_records = n
+    flush()
     return counts
 
 
-__all__ = ["StageCounts", "create", "drop", "fill", "raw_text", "fingerprint", "bulk_insert", "show"]
+STAGE_COLUMNS = [c.name for c in staged.columns]
+SKIP_COLUMNS = [c.name for c in skipped.columns]
+REJECT_COLUMNS = [c.name for c in rejected.columns]
+RETRY_COLUMNS = [c.name for c in retried.columns]
