@@ -37,7 +37,7 @@ def index():
     with db.engine.connect() as conn:
         page = queries.dead_letters_page(conn, **filters, cursor=request.args.get("cursor"),
                                          before=request.args.get("before"))
-        counts = queries.dead_letter_counts(conn, status=filters["status"], run_id=filters["run_id"])
+        counts = queries.dead_letter_tallies(conn, run_id=filters["run_id"])
     return render_template("dead_letters/index.html", page=page, counts=counts, filters=filters,
                            query_args=_query_args(filters), errors=queries.ERROR_CODES,
                            statuses=queries.DEAD_LETTER_STATUSES, form=ActionForm())
@@ -183,7 +183,8 @@ def bulk():
     filters = _filters({"error": form.error.data, "run": form.run.data, "status": "open"})
     back = url_for("dead_letters.index", **_query_args(filters))
     with db.engine.connect() as conn:
-        ids = _selection(conn, filters)
+        with conn.begin():  # the pipeline's actions below begin their own transactions
+            ids = _selection(conn, filters)
         if len(ids) != form.confirm.data:
             flash(f"The selection changed: it now holds {len(ids)} open dead letters, not {form.confirm.data}. "
                   "Nothing was done; check and confirm again.", "error")
