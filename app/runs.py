@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -123,10 +123,14 @@ class RunService:
         """Store an upload by its SHA-256 and record a queued run; raise TooLarge or InputError at once."""
         if kind not in QUEUE_KINDS:
             raise ValueError(f"runs of kind {kind!r} are not executed by the queue")
-        path, size, digest = self._store(stream)
-        run_id = self._record(kind=kind, options=options, source_name=filename, source_size=size,
-                              source_sha256=digest, file_path=str(path))
-        return run_id
+        path, size, digest, new = self._store(stream)
+        try:
+            return self._record(kind=kind, options=options, source_name=filename, source_size=size,
+                                source_sha256=digest, file_path=str(path))
+        except BaseException:
+            if new:  # no run refers to it: do not leave it behind
+                path.unlink(missing_ok=True)
+            raise
 
     def cancel(self, run_id: int) -> str:
         """Cancel a queued run at once, or ask a running one to stop; return the run's status after."""
@@ -186,7 +190,7 @@ class RunService:
 
     # -- storing uploads --------------------------------------------------------------------------
 
-    def _store(self, stream: BinaryIO) -> tuple[Path, int, str]:
+    def _store(self, stream: BinaryIO) -> tuple[Path, int, str, bool]:
         digest, size, limit = hashlib.sha256(), 0, self.max_upload_bytes
         fd, tmp = tempfile.mkstemp(dir=self.upload_dir, prefix=".upload-")
         try:
@@ -209,8 +213,11 @@ class RunService:
                     out.write(block)
                     block = stream.read(CHUNK)
             path = self.upload_dir / digest.hexdigest()
-            os.replace(tmp, path)  # same content under the same name: replacing is harmless
-            return path, size, digest.hexdigest()
+            new = not path.exists()
+            # Same content under the same name: replacing is harmless, and the fresh mtime keeps
+            # housekeeping from removing a file that an earlier run's retention has just run out on.
+            os.replace(tmp, path)
+            return path, size, digest.hexdigest(), new
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -386,7 +393,7 @@ class RunService:
                     busy = conn.execute(select(Run.id).where(
                         Run.file_path == path, Run.file_removed_at.is_(None),
                         (Run.finished_at.is_(None)) | (Run.finished_at >= cutoff)).limit(1)).first()
-                    if busy is not None:
+                    if busy is not None or _modified_after(Path(path), cutoff):
                         continue
                     conn.execute(update(Run).where(Run.file_path == path, Run.file_removed_at.is_(None))
                                  .values(file_removed_at=now_text()))
@@ -448,6 +455,15 @@ class ThreadExecutor:
                 log.exception("the run worker hit an error; retrying")
             self._wake.wait(self.poll_seconds)
             self._wake.clear()
+
+
+def _modified_after(path: Path, cutoff: str) -> bool:
+    """Whether a stored file was written after `cutoff` (uploaded again, its run not recorded yet)."""
+    try:
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return canonical(datetime.fromtimestamp(mtime, timezone.utc).replace(tzinfo=None)) >= cutoff
 
 
 def _held(path: Path, remove_if_free: bool = False) -> bool:

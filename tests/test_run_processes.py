@@ -134,7 +134,7 @@ def test_sigkill_mid_run_changes_nothing_then_restart_marks_it_interrupted_and_r
     with big.open("rb") as f:
         run_id = svc.submit(f, "big.jsonl", kind="upload", options=None)
     marker = tmp_path / "marker"
-    child = start([sys.executable, str(WORKER), "crash", phase, str(marker)], env)
+    child = start([sys.executable, str(WORKER), "pause", phase, str(marker)], env)
     try:
         wait_for(marker.exists, f"the child to reach {phase}")
         live = svc.progress(run_id)  # read from this process while the other one holds the run
@@ -249,3 +249,29 @@ def test_ten_concurrent_uploads_all_complete_like_one_after_another(db_url, engi
     assert [r.applied_seq for r in runs] == list(range(1, 11))
     together = target_rows(engine), [counts(r) for r in runs]
     assert sequential_result(engine, [Path(r.file_path) for r in runs]) == together
+
+
+def test_cancel_reaches_a_run_executing_in_another_process_and_rolls_it_back(app, engine, env, tmp_path):
+    svc = app.extensions["sluice_runs"]
+    first = make_records(tmp_path / "first.json", 1_000, seed=3)
+    big = make_records(tmp_path / "big.json", 50_000, seed=4, start="2024-01-01T00:10:00")
+    with first.open("rb") as f:
+        svc.submit(f, "first.json", kind="upload", options=None)
+    svc.drain()
+    before = snapshot(engine)
+    with big.open("rb") as f:
+        run_id = svc.submit(f, "big.json", kind="upload", options=None)
+    marker = tmp_path / "marker"
+    child = start([sys.executable, str(WORKER), "pause", "reading", str(marker)], env)
+    try:
+        wait_for(marker.exists, "the child to be reading")
+        assert svc.cancel(run_id) == "running"
+        assert child.wait(timeout=60) == 0  # the child's drain ends once the run stopped
+    finally:
+        if child.poll() is None:
+            child.kill()
+        output = child.communicate()[0].decode(errors="replace")
+    run = run_of(engine, run_id)
+    assert (run.status, run.error) == ("cancelled", "cancelled by request"), output
+    assert snapshot(engine) == before
+    assert svc.progress(run_id) is None

@@ -3,8 +3,9 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import threading
-from datetime import timedelta
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,15 @@ def test_healthz_503_when_the_database_does_not_answer(tmp_path, monkeypatch):
 def test_service_is_registered_and_no_thread_in_tests(app):
     svc = app.extensions["sluice_runs"]
     assert isinstance(svc, RunService) and svc.executor is None
+
+
+def test_housekeeping_keeps_a_file_uploaded_again_before_its_new_run_is_recorded(svc, app):
+    old = upload(svc, records(2))
+    svc.cancel(old)
+    path = Path(run_row(svc, old).file_path)
+    later = utc_now() + timedelta(hours=app.config["SLUICE_FILE_RETENTION_HOURS"] + 1)
+    # The same content arrives again at `later`: stored (fresh mtime), its run not recorded yet.
+    stamp = later.replace(tzinfo=timezone.utc).timestamp()
+    os.utime(path, (stamp, stamp))
+    assert svc.housekeep(now=later) == []
+    assert path.exists() and run_row(svc, old).file_removed_at is None

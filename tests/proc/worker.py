@@ -1,7 +1,7 @@
-"""A Sluice process for the run tests: `crash PHASE MARKER` stops inside a run to be killed; `serve` restarts.
+"""A Sluice process for the run tests: `pause PHASE MARKER` stops inside a run; `serve` is a restarted app.
 
-    crash PHASE MARKER   execute the queued runs, but at progress PHASE (with records read) write MARKER
-                         and wait to be killed with SIGKILL: a process dying in the middle of a run.
+    pause PHASE MARKER   execute the queued runs, but at progress PHASE (with records read) write MARKER and
+                         hold still until the run is cancelled (then go on) or the process is killed.
     serve                start the app as a server would (embedded worker thread) and stay up until SIGTERM.
 
 The database and instance folder come from DATABASE_URL and SLUICE_INSTANCE_PATH.
@@ -20,7 +20,7 @@ from app import runs  # noqa: E402
 LIMIT_SECONDS = 120  # never outlive a test run by long, even if nobody kills us
 
 
-def crash(phase: str, marker: str) -> None:
+def pause(phase: str, marker: str) -> None:
     app = create_app({"SLUICE_EMBEDDED_WORKER": False})
     svc = app.extensions["sluice_runs"]
     svc.progress_interval = 0  # every tick is written, so the parent reads the exact stopping point
@@ -30,8 +30,10 @@ def crash(phase: str, marker: str) -> None:
         original(self, name, records, bytes_read)
         if name == phase and records > 0:
             Path(marker).write_text(f"{self.run_id} {name} {records}")
-            time.sleep(LIMIT_SECONDS)
-            sys.exit("not killed in time")
+            # The run's watcher thread sets `cancelled` when it sees the cancel request in the database;
+            # the next progress call then stops the run.
+            if not self.cancelled.wait(LIMIT_SECONDS):
+                sys.exit("neither cancelled nor killed in time")
 
     runs.ProgressReporter.__call__ = pause_at
     svc.drain()
@@ -47,7 +49,7 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "crash":
-        crash(sys.argv[2], sys.argv[3])
+    if sys.argv[1] == "pause":
+        pause(sys.argv[2], sys.argv[3])
     else:
         serve()
