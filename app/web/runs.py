@@ -7,6 +7,7 @@ from flask import Blueprint, Response, abort, current_app, flash, jsonify, redir
 from .. import queries
 from ..extensions import db
 from ..pipeline import summary_of
+from ..runs import RunStateError
 from .forms import ActionForm
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
@@ -96,9 +97,8 @@ def summary(run_id: int):
 @bp.post("/<int:run_id>/cancel")
 def cancel(run_id: int):
     """Ask a queued or running run to stop."""
-    ActionForm().validate_on_submit() or abort(400)
-    from ..runs import RunStateError
-
+    if not ActionForm().validate_on_submit():
+        abort(400)
     try:
         _service().cancel(run_id)
         flash(f"Run #{run_id}: cancel requested.", "ok")
@@ -110,9 +110,8 @@ def cancel(run_id: int):
 @bp.post("/<int:run_id>/retry")
 def retry(run_id: int):
     """Queue a new run on a failed or cancelled run's file."""
-    ActionForm().validate_on_submit() or abort(400)
-    from ..runs import RunStateError
-
+    if not ActionForm().validate_on_submit():
+        abort(400)
     try:
         new_id = _service().retry(run_id)
     except RunStateError as exc:

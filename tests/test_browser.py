@@ -1,0 +1,150 @@
+"""The dashboard in real Chromium (Debian's package, driven by Playwright) against a served app with its worker."""
+import csv
+import io
+import json
+import os
+import re
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from app.pipeline import run_file
+
+from .conftest import SAMPLE_INPUT
+
+pytestmark = pytest.mark.browser
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
+SHOTS = os.environ.get("SLUICE_SCREENSHOTS", "/tmp/sluice-screens")
+
+
+@pytest.fixture
+def server(db_url, tmp_path, monkeypatch):
+    """The app on this test's database, served over HTTP in a thread, with the embedded worker on."""
+    from app import create_app
+
+    monkeypatch.setenv("SLUICE_INSTANCE_PATH", str(tmp_path / "instance"))
+    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "SECRET_KEY": "browser",
+                      "SLUICE_UPLOAD_DIR": str(tmp_path / "uploads"), "SLUICE_EMBEDDED_WORKER": True})
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{http.server_port}"
+    http.shutdown()
+    thread.join(10)
+    executor = app.extensions["sluice_runs"].executor
+    if executor is not None:
+        executor.stop()
+    from app.extensions import db
+
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def page():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed")
+    os.makedirs(SHOTS, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(30_000)
+        tab = context.new_page()
+        yield tab
+        context.close()
+        browser.close()
+
+
+def _count(page, name: str) -> str:
+    return page.locator(f'tr[data-count="{name}"] td').inner_text()
+
+
+def test_upload_with_the_picker_and_watch_the_run_finish(server, page):
+    page.goto(server + "/")
+    page.screenshot(path=f"{SHOTS}/home-empty.png", full_page=True)
+    page.get_by_label("Files (JSON, JSON Lines, or gzip of either)").set_input_files(str(SAMPLE_INPUT))
+    assert "sample_input.json" in page.locator("#chosen").inner_text()
+    page.get_by_role("button", name="Upload and run").click()
+    page.wait_for_url(re.compile(r"/runs/1$"))
+    page.locator('#run-status[data-status="succeeded"]').wait_for()  # the page reloads itself when the run ends
+    assert (_count(page, "input_records"), _count(page, "inserted"), _count(page, "rejected")) == ("7", "5", "2")
+    assert _count(page, "lineage_entries") == "12"
+    page.screenshot(path=f"{SHOTS}/run-page.png", full_page=True)
+    page.goto(server + "/")
+    assert page.locator('tr[data-run="1"] .status').inner_text() == "succeeded"
+    page.screenshot(path=f"{SHOTS}/home-after.png", full_page=True)
+
+
+def test_edit_a_dead_letter_and_retry_it(server, page, engine):
+    with engine.connect() as conn:
+        run_file(conn, SAMPLE_INPUT)
+    page.goto(server + "/dead-letters?error=invalid_value")
+    page.screenshot(path=f"{SHOTS}/dead-letters.png", full_page=True)
+    page.locator("table#dead-letters").get_by_role("link", name="Edit…").click()
+    editor = page.get_by_label("Edit the record (JSON), then retry it")
+    record = json.loads(editor.input_value())
+    assert record["value"] == "abc"
+    record["value"] = 17.5
+    editor.fill(json.dumps(record, indent=2))
+    page.screenshot(path=f"{SHOTS}/dead-letter-edit.png", full_page=True)
+    page.get_by_role("button", name="Retry with this record").click()
+    page.get_by_text("resolved by run #2: inserted").wait_for()
+    assert page.locator("h1 .status").inner_text() == "resolved"
+    page.get_by_role("link", name="evt-004").first.click()
+    page.wait_for_url(re.compile(r"/lineage/evt-004$"))
+    steps = page.locator("#timeline .step").all_inner_texts()
+    assert steps[:3] == ["inserted", "staged", "reprocessed"] and steps[-1] == "rejected"
+    assert page.locator("#current-row").get_by_text("17.5").count() == 1
+    page.screenshot(path=f"{SHOTS}/lineage.png", full_page=True)
+
+
+def _rows(n: int) -> list[dict]:
+    return [{"key": f"key-{i:04d}", "name": ("=HYPERLINK()" if i == 3 else f"name {i}"), "value": -i,
+             "ts": f"2025-01-{1 + i % 28:02d}T00:00:00Z"} for i in range(n)]
+
+
+def _load(engine, tmp_path, records):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    with engine.connect() as conn:
+        run_file(conn, path)
+
+
+def test_export_the_target_as_csv(server, page, engine, tmp_path):
+    _load(engine, tmp_path, _rows(20))
+    page.goto(server + "/target?key=key-000")
+    with page.expect_download() as info:
+        page.get_by_role("link", name="CSV").click()
+    download = info.value
+    rows = list(csv.reader(io.StringIO(open(download.path(), encoding="utf-8").read())))
+    assert download.suggested_filename == "sluice-target.csv"
+    assert rows[0][:3] == ["key", "name", "value"]
+    assert [r[0] for r in rows[1:]] == [f"key-{i:04d}" for i in range(10)]
+    assert rows[4][1] == "'=HYPERLINK()" and rows[4][2] == "-3"
+
+
+def test_page_through_the_target_to_the_end(server, page, engine, tmp_path):
+    _load(engine, tmp_path, _rows(130))
+    page.goto(server + "/target")
+    seen = []
+    for _ in range(10):
+        seen += page.locator("table#target a.key").all_inner_texts()
+        following = page.get_by_role("link", name="Next ›")
+        if following.count() == 0:
+            break
+        following.click()
+        page.wait_for_load_state()
+    assert seen == [f"key-{i:04d}" for i in range(130)]
+    page.get_by_role("link", name="« First").click()
+    page.get_by_role("link", name="Last »").click()
+    assert page.locator("table#target a.key").all_inner_texts() == [f"key-{i:04d}" for i in range(80, 130)]
+    page.screenshot(path=f"{SHOTS}/target-last.png", full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(server + "/target")
+    page.screenshot(path=f"{SHOTS}/target-phone.png", full_page=True)
+    page.goto(server + "/runs")
+    page.screenshot(path=f"{SHOTS}/runs-phone.png", full_page=True)
