@@ -1,0 +1,379 @@
+"""Benchmark Sluice's pipeline against the hand-written sqlite3 floor on generated files (issue 2, item 8).
+
+    python bench/pipeline.py [--records N] [--only pipeline|floor] [--keep]
+
+Two files of N records are generated once (cached in bench/out/): A with the generator's defaults and
+B with another seed and a later start, so that B meets a watermark and existing keys (skipped,
+updated, unchanged, stale). Each side loads A into a fresh database, then B on top of it. Every run
+executes in a process of its own, so that its peak RSS is its own.
+"""
+import argparse
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(HERE)]
+OUT = HERE / "out"
+MAKE_RECORDS = ROOT.parent / "shared" / "bench" / "make_records.py"
+FILES = {"A": [], "B": ["--seed", "7", "--start", "2024-01-05T00:00:00"]}
+# Run C (--backfill): file A again, ignoring the watermark, on top of A and B: the only way this
+# generator's files produce `unchanged` (A's rows that B did not touch) and `stale` (the ones it did).
+RUNS = {"A": ("A", False), "B": ("B", False), "C": ("A", True)}
+DESCRIBE = {"A": "file A, empty database", "B": "file B, on top of A", "C": "file A again as a backfill, on top of B"}
+COUNTS = ("input_records", "skipped", "rejected", "staged", "superseded", "inserted", "updated", "unchanged",
+          "stale", "dead_letters", "lineage_entries")
+
+
+def records_file(n: int, run: str) -> Path:
+    """The cached input file of run A or B with n records, generated when missing."""
+    path = OUT / f"records-{n}-{run.lower()}.json"
+    if not path.exists():
+        if not MAKE_RECORDS.exists():
+            sys.exit(f"the generator is missing: {MAKE_RECORDS}")
+        OUT.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        print(f"generating {path.name} ({n:,} records) …", flush=True)
+        subprocess.run([sys.executable, str(MAKE_RECORDS), str(n), str(tmp), *FILES[run]], check=True)
+        tmp.rename(path)
+    return path
+
+
+def fresh_database(path: Path) -> None:
+    """A new SQLite file with Sluice's schema, built by its migrations."""
+    from app.database import make_engine
+    from app.schema import upgrade
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+
+
+def remove_database(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def cpu_seconds() -> float:
+    """User plus system CPU time of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- what each child process does ---------------------------------------------------------------
+
+def code_version() -> dict:
+    """Which code was measured: the commit, and a digest of app/ as it is on disk (others edit it)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        digest.update(path.read_bytes())
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "app"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=10).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        head, dirty = "?", []
+    return {"commit": head, "app_digest": digest.hexdigest(),
+            "uncommitted_in_app": sorted(line[3:] for line in dirty if line.strip())}
+
+
+def database_state(db_path: str) -> dict:
+    """What a load left in the database, to check that the pipeline and the floor agree."""
+    import sqlite3
+
+    db = sqlite3.connect(db_path)
+    digest = hashlib.blake2b(digest_size=16)
+    rows = 0
+    for key, name, value, ts in db.execute("SELECT key, name, value, ts FROM target ORDER BY key"):
+        digest.update(f"{key}\x1f{name}\x1f{value!r}\x1f{ts}\n".encode())
+        rows += 1
+    state = {
+        "target_rows": rows,
+        "target_digest": digest.hexdigest(),
+        "lineage": dict(db.execute("SELECT step, count(*) FROM lineage GROUP BY step ORDER BY step").fetchall()),
+        "lineage_linked_to_dead_letters": db.execute(
+            "SELECT count(*) FROM lineage WHERE dead_letter_id IS NOT NULL").fetchone()[0],
+        "dead_letters": dict(db.execute("SELECT status, count(*) FROM dead_letters GROUP BY status").fetchall()),
+        "watermark": (db.execute("SELECT value FROM watermarks WHERE name = 'events_ts'").fetchone() or [None])[0],
+    }
+    db.close()
+    return state
+
+
+def _label(statement: str) -> str:
+    text = " ".join(statement.split())
+    return text if len(text) <= 100 else f"{text[:58]} … {text[-38:]}"
+
+
+def pipeline_child(db_path: str, file_path: str, backfill: bool) -> dict:
+    """Run the Sluice pipeline on one file; time its phases and each SQL statement."""
+    from sqlalchemy import event
+
+    from app.database import make_engine
+    from app.pipeline import Options, run_file
+    from app.pipeline.run import read_run
+
+    rss_before = peak_rss_mb()
+    engine = make_engine(f"sqlite:///{db_path}")
+    phases: list[tuple[str, float]] = []
+    rss_at: list[float] = []  # peak RSS when each phase began
+    sql: dict[tuple[str, str], list] = {}
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn, cursor, statement, parameters, context, executemany):
+        conn.info.setdefault("sql_started", []).append(time.perf_counter())
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(conn, cursor, statement, parameters, context, executemany):
+        seconds = time.perf_counter() - conn.info["sql_started"].pop()
+        entry = sql.setdefault((phases[-1][0] if phases else "before reading", statement), [0, 0.0])
+        entry[0] += 1
+        entry[1] += seconds
+
+    def progress(phase: str, records: int, nbytes: int) -> None:
+        if not phases or phases[-1][0] != phase:
+            phases.append((phase, time.perf_counter()))
+            rss_at.append(peak_rss_mb())
+
+    with engine.connect() as conn:
+        load = os.getloadavg()[0]
+        cpu = cpu_seconds()
+        started = time.perf_counter()
+        summary = run_file(conn, file_path, kind="cli", options=Options(ignore_watermark=backfill),
+                           progress=progress)
+        finished = time.perf_counter()
+        cpu = cpu_seconds() - cpu
+        rss = peak_rss_mb()
+        lock_seconds = read_run(conn, summary["run_id"]).lock_seconds
+    engine.dispose()
+
+    marks = [("hashing the file, creating the run", started), *phases, ("(end)", finished)]
+    peaks = [rss_before, *rss_at, rss]
+    phase_seconds, phase_rss = {}, {}
+    for (name, at), (_next, until), peak in zip(marks, marks[1:], peaks[1:]):
+        phase_seconds[name] = phase_seconds.get(name, 0.0) + until - at
+        phase_rss[name] = peak
+    statements = [{"phase": phase, "statement": _label(statement), "calls": calls, "seconds": seconds}
+                  for (phase, statement), (calls, seconds) in sql.items()]
+    statements.sort(key=lambda s: -s["seconds"])
+    return {"seconds": finished - started, "cpu_seconds": cpu, "load_average": load, "phases": phase_seconds, "phase_peak_rss_mb": phase_rss,
+            "lock_seconds": lock_seconds, "code": code_version(),
+            "peak_rss_mb": rss, "rss_after_imports_mb": rss_before,
+            "counts": {k: summary[k] for k in COUNTS}, "watermark": summary["watermark"],
+            "sql": statements, "state": database_state(db_path)}
+
+
+def floor_child(db_path: str, file_path: str, backfill: bool) -> dict:
+    """Run the floor on one file."""
+    import floor
+
+    rss_before = peak_rss_mb()
+    load = os.getloadavg()[0]
+    cpu = cpu_seconds()
+    result = floor.run(db_path, file_path, ignore_watermark=backfill)
+    result["cpu_seconds"] = cpu_seconds() - cpu
+    result["load_average"] = load
+    result["peak_rss_mb"] = peak_rss_mb()
+    result["rss_after_imports_mb"] = rss_before
+    result["state"] = database_state(db_path)
+    return result
+
+
+def _child_main(pipe, func, args) -> None:
+    try:
+        result = func(*args)
+    except BaseException:  # report it to the parent instead of dying silently
+        result = {"error": traceback.format_exc()}
+    pipe.send(result)
+    pipe.close()
+
+
+def in_child(func, *args) -> dict:
+    """Call func(*args) in a fresh spawned interpreter and return its result."""
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_child_main, args=(sender, func, args))
+    process.start()
+    sender.close()
+    try:
+        result = receiver.recv()
+    except EOFError:
+        result = None
+    process.join()
+    if result is None:
+        sys.exit(f"the benchmark process died (exit code {process.exitcode})")
+    if "error" in result:
+        sys.exit(result["error"])
+    return result
+
+
+# -- report --------------------------------------------------------------------------------------
+
+def _rate(n: int, seconds: float) -> str:
+    return f"{n / seconds:,.0f}" if seconds else "-"
+
+
+def print_pipeline(run: str, r: dict) -> None:
+    code = r["code"]
+    print(f"\n   code: commit {code['commit']}, app/ digest {code['app_digest']}"
+          + (f", uncommitted: {', '.join(code['uncommitted_in_app'])}" if code["uncommitted_in_app"] else ""))
+    n = r["counts"]["input_records"]
+    print(f"\n== pipeline, run {run}: {r['seconds']:.1f} s, {_rate(n, r['seconds'])} records/s, "
+          f"write lock held {r['lock_seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MiB "
+          f"(after imports {r['rss_after_imports_mb']:.0f} MiB), CPU {r['cpu_seconds']:.1f} s, "
+          f"load average {r['load_average']:.1f}")
+    print("   counts: " + ", ".join(f"{k} {v:,}" for k, v in r["counts"].items()))
+    sql_by_phase: dict[str, float] = {}
+    for s in r["sql"]:
+        sql_by_phase[s["phase"]] = sql_by_phase.get(s["phase"], 0.0) + s["seconds"]
+    print(f"   {'phase':38} {'seconds':>8} {'in SQL':>8} {'in Python':>9} {'peak RSS MiB':>12}")
+    for phase, seconds in r["phases"].items():
+        in_sql = sql_by_phase.get(phase, 0.0)
+        print(f"   {phase:38} {seconds:8.2f} {in_sql:8.2f} {seconds - in_sql:9.2f} "
+              f"{r['phase_peak_rss_mb'][phase]:12.0f}")
+    print("   (COMMIT is issued by the driver, not as a statement: it counts as Python in 'committing')")
+    print("   slowest SQL statements (calls, seconds, phase):")
+    for s in r["sql"][:12]:
+        print(f"   {s['calls']:6} {s['seconds']:7.2f}  {s['phase'][:12]:12}  {s['statement']}")
+
+
+def print_floor(run: str, r: dict) -> None:
+    n = r["counts"]["input_records"]
+    print(f"\n== floor, run {run}: {r['seconds']:.1f} s, {_rate(n, r['seconds'])} records/s, "
+          f"one transaction held {r['lock_seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MiB "
+          f"(after imports {r['rss_after_imports_mb']:.0f} MiB), CPU {r['cpu_seconds']:.1f} s, "
+          f"load average {r['load_average']:.1f}")
+    print(f"   {'step':38} {'seconds':>8} {'peak RSS MiB':>12}")
+    for step, seconds in r["steps"].items():
+        print(f"   {step:38} {seconds:8.2f} {r['step_peak_rss_mb'][step]:12.0f}")
+
+
+def compare(results: dict) -> list[str]:
+    """Differences between what the pipeline and the floor computed and left in the database."""
+    problems = []
+    for run in results["runs"]:
+        p, f = results["pipeline"].get(run), results["floor"].get(run)
+        if not p or not f:
+            continue
+        for key in COUNTS:
+            if p["counts"][key] != f["counts"][key]:
+                problems.append(f"run {run}: {key} pipeline {p['counts'][key]:,} vs floor {f['counts'][key]:,}")
+        for key, value in p["state"].items():
+            if f["state"][key] != value:
+                problems.append(f"run {run}: database {key} pipeline {value} vs floor {f['state'][key]}")
+    return problems
+
+
+def markdown(results: dict, n: int) -> str:
+    lines = ["| run | records | skipped / rejected / inserted / updated / unchanged / stale / superseded "
+             "| pipeline s | records/s | write lock s | pipeline peak RSS MiB | floor s | floor peak RSS MiB "
+             "| ratio (wall) | ratio (CPU) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    total_p = total_f = cpu_p = cpu_f = 0.0
+    for run in results["runs"]:
+        p, f = results["pipeline"].get(run), results["floor"].get(run)
+        r = p or f
+        c = r["counts"]
+        mix = " / ".join(f"{c[k]:,}" for k in ("skipped", "rejected", "inserted", "updated", "unchanged",
+                                               "stale", "superseded"))
+        cells = [f"{run} ({DESCRIBE[run]})", f"{c['input_records']:,}", mix]
+        cells += [f"{p['seconds']:.1f}", _rate(c["input_records"], p["seconds"]), f"{p['lock_seconds']:.2f}",
+                  f"{p['peak_rss_mb']:.0f}"] if p else ["-"] * 4
+        cells += [f"{f['seconds']:.1f}", f"{f['peak_rss_mb']:.0f}"] if f else ["-"] * 2
+        cells.append(f"{p['seconds'] / f['seconds']:.2f}" if p and f else "-")
+        cells.append(f"{p['cpu_seconds'] / f['cpu_seconds']:.2f}" if p and f else "-")
+        total_p += p["seconds"] if p else 0
+        total_f += f["seconds"] if f else 0
+        cpu_p += p["cpu_seconds"] if p else 0
+        cpu_f += f["cpu_seconds"] if f else 0
+        lines.append("| " + " | ".join(cells) + " |")
+    if total_p and total_f:
+        lines.append(f"| {' + '.join(results['runs'])} | {len(results['runs']) * n:,} | | {total_p:.1f} | | | | "
+                     f"{total_f:.1f} | | {total_p / total_f:.2f} | {cpu_p / cpu_f:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000, help="records per file (default 1,000,000)")
+    parser.add_argument("--only", choices=("pipeline", "floor"), help="run one side only")
+    parser.add_argument("--keep", action="store_true", help="keep the databases in bench/out/")
+    parser.add_argument("--backfill", action="store_true",
+                        help="add run C: file A again with the watermark ignored (unchanged and stale records)")
+    args = parser.parse_args()
+    n = args.records
+
+    files = {run: records_file(n, run) for run in FILES}
+    runs = [run for run in RUNS if run != "C" or args.backfill]
+    sides = [args.only] if args.only else ["pipeline", "floor"]
+    results: dict = {"records": n, "runs": runs, "pipeline": {}, "floor": {}, "machine": {
+        "cpus": os.cpu_count(), "python": sys.version.split()[0], "load_average": os.getloadavg()}}
+    import sqlite3
+    results["machine"]["sqlite"] = sqlite3.sqlite_version
+    databases = {side: OUT / f"{side}-{n}.db" for side in sides}
+    for db_path in databases.values():
+        fresh_database(db_path)
+    # Interleaved (run A on each side, then B, …): on a shared machine both terms of a ratio see
+    # about the same load.
+    for run in runs:
+        source, backfill = RUNS[run]
+        path = files[source]
+        for side in sides:
+            print(f"{side}: run {run} ({path.name}{', ignoring the watermark' if backfill else ''}) …", flush=True)
+            child = pipeline_child if side == "pipeline" else floor_child
+            result = in_child(child, str(databases[side]), str(path), backfill)
+            results[side][run] = result
+            (print_pipeline if side == "pipeline" else print_floor)(run, result)
+    if not args.keep:
+        for db_path in databases.values():
+            remove_database(db_path)
+
+    problems = compare(results)
+    if not args.only:
+        print("\n== pipeline / floor")
+        print(f"   {'':8} {'wall s':>18} {'ratio':>6}   {'CPU s':>18} {'ratio':>6}")
+        rows = [(f"run {run}", results["pipeline"][run], results["floor"][run]) for run in runs]
+        rows.append(("total", {k: sum(r[k] for r in results["pipeline"].values()) for k in ("seconds", "cpu_seconds")},
+                     {k: sum(r[k] for r in results["floor"].values()) for k in ("seconds", "cpu_seconds")}))
+        for label, p, f in rows:
+            print(f"   {label:8} {p['seconds']:8.1f} / {f['seconds']:7.1f} {p['seconds'] / f['seconds']:6.2f}   "
+                  f"{p['cpu_seconds']:8.1f} / {f['cpu_seconds']:7.1f} {p['cpu_seconds'] / f['cpu_seconds']:6.2f}")
+        print("   the floor and the pipeline agree on every count and on the database they leave"
+              if not problems else "   DIFFERENCES:\n   " + "\n   ".join(problems))
+    earlier = [path for path in OUT.glob("results-1000000*.json") if "floor" not in path.name]
+    if "pipeline" in sides and n != 1_000_000 and earlier:
+        base = json.loads(max(earlier, key=lambda path: path.stat().st_mtime).read_text())["pipeline"]
+        print("\n== memory against the 1M run")
+        for run in runs:
+            if run in base:
+                print(f"   peak RSS of pipeline run {run}: {results['pipeline'][run]['peak_rss_mb']:.0f} MiB at "
+                      f"{n:,} records vs {base[run]['peak_rss_mb']:.0f} MiB at 1,000,000")
+
+    print("\n" + markdown(results, n))
+    OUT.mkdir(parents=True, exist_ok=True)
+    name = f"results-{n}{'-' + args.only if args.only else ''}{'-backfill' if args.backfill else ''}.json"
+    (OUT / name).write_text(json.dumps(results, indent=1))
+    print(f"\n(results saved to {(OUT / name).relative_to(ROOT)})")
+    if problems:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
