@@ -127,10 +127,10 @@ def bulk_insert(conn: Connection, table: str, columns: list[str], rows: list[tup
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        cursor = conn.connection.dbapi_connection.cursor()
-        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        with conn.connection.dbapi_connection.cursor() as cursor:
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
         return
     marks = ", ".join("?" * len(columns))
     conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
