@@ -148,3 +148,22 @@ def test_page_through_the_target_to_the_end(server, page, engine, tmp_path):
     page.screenshot(path=f"{SHOTS}/target-phone.png", full_page=True)
     page.goto(server + "/runs")
     page.screenshot(path=f"{SHOTS}/runs-phone.png", full_page=True)
+
+
+def test_drop_a_file_on_the_upload_area(server, page):
+    page.goto(server + "/")
+    page.evaluate("""() => {
+        const data = new DataTransfer();
+        data.items.add(new File(['{"key": "dropped", "name": "n", "value": 1, "ts": "2025-01-01T00:00:00Z"}'],
+                                "dropped.json", {type: "application/json"}));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+    }""")
+    assert "dropped.json" in page.locator("#chosen").inner_text()
+    page.get_by_role("button", name="Upload and run").click()
+    page.wait_for_url(re.compile(r"/runs/1$"))
+    page.locator('#run-status[data-status="succeeded"]').wait_for()
+    assert _count(page, "inserted") == "1"
+    page.get_by_label("Jump to a key's lineage").fill("dropped")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/lineage/dropped$"))
+    assert page.locator("#timeline .step").all_inner_texts() == ["inserted", "staged"]

@@ -70,8 +70,10 @@ def test_keys_sort_and_match_in_binary_order(client, conn, write):
 
 def test_script_keys_and_names_are_escaped(client, conn, write):
     load(conn, write, [{"key": "<script>alert(1)</script>", "name": "<script>alert('n')</script>", "value": 1,
-                        "ts": "2025-01-01T00:00:00Z"}])
-    for url in ("/target", "/lineage/<script>alert(1)</script>", "/runs/1"):
+                        "ts": "2025-01-01T00:00:00Z"},
+                       {"key": "<script>alert(1)</script>", "name": "<script>alert('n')</script>", "value": "bad",
+                        "ts": "2025-01-02T00:00:00Z"}])
+    for url in ("/target", "/lineage/<script>alert(1)</script>", "/runs/1", "/dead-letters", "/dead-letters/1"):
         body = text(client.get(url))
         assert "<script>alert" not in body, url
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body, url
