@@ -126,8 +126,18 @@ def test_malformed_file_is_accepted_and_its_run_fails_saying_where(client, app):
 
 
 def test_upload_that_cannot_start_json_is_refused_with_415(client):
-    assert_error(upload(client, b"key,name,value,ts\n", content_type="text/csv"), 415, "not_json")
+    assert_error(upload(client, b"key,name,value,ts\n", content_type="application/octet-stream"), 415, "not_json")
+    gz = client.post("/api/runs", data={"file": (io.BytesIO(b"\x00\x01binary"), "x.bin")},
+                     content_type="multipart/form-data")
+    assert_error(gz, 415, "not_json")
     assert client.get("/api/runs").get_json()["items"] == []
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_raw_upload_must_declare_a_json_or_gzip_media_type(client, content_type):
+    # A cross-site HTML form can send these types, and only these (besides multipart).
+    response = client.post("/api/runs", data=b"[]", headers={"Content-Type": content_type} if content_type else {})
+    assert_error(response, 415, "unsupported_media_type")
 
 
 def test_upload_over_the_limit_is_refused_with_413(client, app):
@@ -312,6 +322,8 @@ def test_reprocess_unchanged_and_its_errors(client, loaded):
     assert_error(client.post(url, data="{}", content_type="text/plain"), 415)
     assert_error(client.post(url, data="{nope", content_type="application/json"), 400, "bad_json")
     assert_error(client.post(url, json=[1]), 400)
+    assert_error(client.post(url, json={"raw": 5}), 400)
+    assert "unknown fields: 'row'" in assert_error(client.post(url, json={"row": {}}), 400)["message"]
     response = client.post(url)  # unchanged: rejected again, stays open
     assert response.status_code == 200 and response.get_json()["run"]["rejected"] == 1
     fixed = client.post(url, json={"raw": {"key": "evt-007", "name": "orphan", "value": 2,

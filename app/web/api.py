@@ -33,6 +33,9 @@ csrf.exempt(bp)
 MAX_ID = 2 ** 63 - 1
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON_TYPES = ("application/json", "application/merge-patch+json")
+# A raw upload must say what it is: a cross-site form can only send urlencoded, multipart or text/plain.
+RAW_UPLOAD_TYPES = ("application/json", "application/x-ndjson", "application/jsonl", "application/gzip",
+                    "application/octet-stream")
 ERROR_NAMES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid"}
 RUN_FIELDS = ("id", "kind", "status", "source_name", "source_size", "source_sha256", "retry_of_id",
@@ -181,7 +184,7 @@ def _id_cursor(cursor: str | None) -> None:
         raise queries.BadCursor("this cursor is not valid any more; start from the first page")
 
 
-def _json_body(required: bool = False) -> dict:
+def _json_body(fields: tuple, required: bool = False) -> dict:
     """The request's JSON object body ({} when optional and empty); 400/415 when it is not one."""
     data = request.get_data(cache=True)
     if not data.strip():
@@ -196,7 +199,15 @@ def _json_body(required: bool = False) -> dict:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
+    _only(body, fields, "the body")
     return body
+
+
+def _only(obj: dict, fields: tuple, what: str) -> None:
+    unknown = sorted(set(obj) - set(fields))
+    if unknown:
+        raise ApiError(400, "bad_request", f"{what} has unknown fields: {', '.join(map(repr, unknown))[:200]}; "
+                       f"it may have {', '.join(fields)}")
 
 
 def _no_constant(name):
@@ -381,8 +392,11 @@ def create_run():
         if upload is None:
             raise ApiError(400, "bad_request", "send the file as the multipart field 'file'")
         stream, filename = upload.stream, upload.filename or "upload"
-    else:
+    elif request.mimetype in RAW_UPLOAD_TYPES:
         stream, filename = request.stream, args.filename or "upload"
+    else:
+        raise ApiError(415, "unsupported_media_type", "send the file as multipart field 'file', or as the body "
+                       "with Content-Type " + ", ".join(RAW_UPLOAD_TYPES))
     if "\x00" in filename:
         raise ApiError(400, "bad_request", "the file name must not contain NUL")
     svc = _service()
@@ -504,7 +518,7 @@ def get_dead_letter(dl_id: int):
 def _edited(body: dict):
     if "raw" not in body or body["raw"] is None:
         return None
-    raw = body["raw"]
+    raw = _field(body, "raw", (dict, str), "the edited record (an object) or its JSON text")
     if isinstance(raw, str):
         try:
             return parse_edit(raw)
@@ -517,7 +531,7 @@ def _edited(body: dict):
 def reprocess_dead_letter(dl_id: int):
     """Retry one open dead letter, unchanged or with an edited record (`raw`), as a run of its own."""
     _dead_letter_or_404(dl_id)
-    edited = _edited(_json_body())
+    edited = _edited(_json_body(("raw",)))
     with db.engine.connect() as conn:
         try:
             summary = dead_letter_actions.reprocess(conn, [dl_id], edited=edited, settings=_settings(), via="api")
@@ -532,7 +546,7 @@ def reprocess_dead_letter(dl_id: int):
 def discard_dead_letter(dl_id: int):
     """Discard one open dead letter, with an optional reason."""
     _dead_letter_or_404(dl_id)
-    reason = _field(_json_body(), "reason", (str,), "a string")
+    reason = _field(_json_body(("reason",)), "reason", (str,), "a string")
     with db.engine.connect() as conn:
         try:
             dead_letter_actions.discard(conn, [dl_id], reason=reason, actor="api")
@@ -560,6 +574,7 @@ def _bulk_selection(body: dict) -> list[int]:
     if confirm < 0:
         raise ApiError(400, "bad_request", "'confirm' must be a count (0 or more)")
     selection = _field(body, "filter", (dict,), "an object") or {}
+    _only(selection, ("error", "run"), "the filter")
     error = _field(selection, "error", (str,), "an error code")
     if error is not None and error not in queries.ERROR_CODES:
         raise ApiError(400, "bad_request", "filter 'error' must be one of " + ", ".join(queries.ERROR_CODES))
@@ -576,7 +591,7 @@ def _bulk_selection(body: dict) -> list[int]:
 @bp.post("/dead-letters/reprocess")
 def bulk_reprocess():
     """Retry every open dead letter a filter selects as one run, once `confirm` equals their count."""
-    ids = _bulk_selection(_json_body(required=True))
+    ids = _bulk_selection(_json_body(("filter", "confirm"), required=True))
     if not ids:
         return jsonify({"count": 0, "run": None})
     with db.engine.connect() as conn:
@@ -592,7 +607,7 @@ def bulk_reprocess():
 @bp.post("/dead-letters/discard")
 def bulk_discard():
     """Discard every open dead letter a filter selects, once `confirm` equals their count."""
-    body = _json_body(required=True)
+    body = _json_body(("filter", "confirm", "reason"), required=True)
     reason = _field(body, "reason", (str,), "a string")
     ids = _bulk_selection(body)
     if not ids:
@@ -654,7 +669,7 @@ def preview_watermark(name: str):
 def set_watermark(name: str):
     """Set the watermark to an operator's value (a past or present timestamp, any direction)."""
     _watermark_name(name)
-    value = _field(_json_body(required=True), "value", (str,), "a timestamp string", required=True)
+    value = _field(_json_body(("value",), required=True), "value", (str,), "a timestamp string", required=True)
     with db.engine.connect() as conn:
         try:
             wm.set_value(conn, value, via="api", name=name)

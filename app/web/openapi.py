@@ -66,30 +66,36 @@ SCHEMAS = {
                           "line": NULLABLE_INT, "key": {"type": "string"}, "step": {"type": "string"},
                           "at": TIME, "detail": {"type": "string"}, "dead_letter_id": NULLABLE_INT,
                           "actor": NULLABLE_STR}),
-    "DeadLetter": _obj({
-        "id": {"type": "integer"}, "run_id": {"type": "integer"}, "last_run_id": {"type": "integer"},
-        "pos": {"type": "integer"}, "line": NULLABLE_INT, "key": NULLABLE_STR,
-        "error": {"type": "string", "enum": list(queries.ERROR_CODES)}, "detail": {"type": "string"},
-        "raw": {"type": "string", "description": "The record as received (JSON text, or a malformed line)."},
-        "status": {"type": "string", "enum": list(queries.DEAD_LETTER_STATUSES)},
-        "created_at": TIME, "updated_at": TIME, "attempts": {"type": "integer"}, "sightings": {"type": "integer"},
-        "outcome": NULLABLE_STR, "resolved_run_id": NULLABLE_INT, "reason": NULLABLE_STR,
-        "url": {"type": "string"},
-    }),
     "HistoryEntry": _obj({"id": {"type": "integer"}, "old_value": NULLABLE_TIME, "new_value": NULLABLE_TIME,
                           "at": TIME, "via": {"type": "string"}, "run_id": NULLABLE_INT, "actor": NULLABLE_STR}),
     "Watermark": _obj({"name": {"type": "string"}, "value": NULLABLE_TIME, "updated_at": NULLABLE_TIME,
                        "history": {"type": "array", "items": _ref("HistoryEntry")}, "history_next": CURSOR_OUT,
                        "url": {"type": "string"}}),
 }
+DEAD_LETTER = {
+    "id": {"type": "integer"}, "run_id": {"type": "integer"}, "last_run_id": {"type": "integer"},
+    "pos": {"type": "integer"}, "line": NULLABLE_INT, "key": NULLABLE_STR,
+    "error": {"type": "string", "enum": list(queries.ERROR_CODES)}, "detail": {"type": "string"},
+    "raw": {"type": "string", "description": "The record as received (JSON text, or a malformed line)."},
+    "status": {"type": "string", "enum": list(queries.DEAD_LETTER_STATUSES)},
+    "created_at": TIME, "updated_at": TIME, "attempts": {"type": "integer"}, "sightings": {"type": "integer"},
+    "outcome": NULLABLE_STR, "resolved_run_id": NULLABLE_INT, "reason": NULLABLE_STR,
+}
+assert set(DEAD_LETTER) == set(api.DEAD_LETTER_FIELDS)
+SCHEMAS["DeadLetterExport"] = _obj(DEAD_LETTER, description="A dead letter in an export.")
+SCHEMAS["DeadLetter"] = _obj({**DEAD_LETTER, "url": {"type": "string"}})
 SCHEMAS["DeadLetterDetail"] = {"allOf": [_ref("DeadLetter"), _obj({
     "last_raw": {"type": ["string", "null"], "description": "The JSON of the last failed retry."},
     "history": {"type": "array", "items": _ref("LineageEntry")}})]}
 SCHEMAS["BulkResult"] = _obj({"count": {"type": "integer"}, "run": _nullable("Summary")})
 
 FILTER = {"type": ["object", "null"], "description": "Which open dead letters: all of them when empty.",
+          "additionalProperties": False,
           "properties": {"error": {"enum": [*queries.ERROR_CODES, None]},
                          "run": {"type": ["integer", "null"], "minimum": 1, "maximum": api.MAX_ID}}}
+RECORD = {"type": "object", "description": "A record: `key`, `name`, `value`, `ts`, and any other fields.",
+          "properties": {"key": {"type": "string"}, "name": {"type": "string"}, "value": {"type": ["number", "string"]},
+                         "ts": {"type": "string"}}}
 CONFIRM = {"type": "integer", "minimum": 0, "description": "The count you were shown; 409 when it changed."}
 REASON = {"type": ["string", "null"], "pattern": api.TEXT_PATTERN, "description": "Why (kept in lineage)."}
 
@@ -137,7 +143,7 @@ def _op(op_id: str, summary: str, ok: tuple, *, errors=(400,), params=(), path=(
 
 
 def _body(schema: dict, required: bool = False) -> dict:
-    return {"required": required, "content": _json(schema)}
+    return {"required": required, "content": _json({**schema, "additionalProperties": False})}
 
 
 def _export(page: dict, row: str) -> dict:
@@ -146,12 +152,11 @@ def _export(page: dict, row: str) -> dict:
 
 
 MUTATING = (403,)
+RAW_SCHEMAS = {"application/json": {}, "application/x-ndjson": {"type": "string"},
+               "application/jsonl": {"type": "string"}}
 UPLOAD_BODY = {"required": False, "content": {
     "multipart/form-data": {"schema": _obj({"file": {"type": "string", "format": "binary"}})},
-    "application/json": {"schema": {}},
-    "application/x-ndjson": {"schema": {"type": "string"}},
-    "application/gzip": {"schema": {"type": "string", "format": "binary"}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    **{t: {"schema": RAW_SCHEMAS.get(t, {"type": "string", "format": "binary"})} for t in api.RAW_UPLOAD_TYPES},
 }}
 
 DESCRIPTION = """Everything the Sluice dashboard does, over JSON (SPEC §9). Times are UTC.
@@ -201,7 +206,7 @@ def document() -> dict:
             "listDeadLetters", "Dead letters, newest first, with counts per error code; or exported",
             (200, "A page of dead letters, or the streamed export.", None, _export(
                 _page(_ref("DeadLetter"), counts={"type": "object", "additionalProperties": {"type": "integer"}}),
-                "DeadLetter")),
+                "DeadLetterExport")),
             params=api.DEAD_LETTER_PARAMS, tag="dead letters")},
         "/api/dead-letters/{dl_id}": {"get": _op("getDeadLetter", "One dead letter with its history", dl_ok,
                                                  errors=(404,), path=[DL_ID], tag="dead letters")},
@@ -210,7 +215,8 @@ def document() -> dict:
             (200, "The reprocess run's summary and the dead letter.",
              _obj({"run": _ref("Summary"), "dead_letter": _ref("DeadLetterDetail")})),
             errors=(400, *MUTATING, 404, 409, 415, 422), path=[DL_ID], tag="dead letters",
-            body=_body(_obj({"raw": {"description": "The edited record (an object), or its JSON text; "
+            body=_body(_obj({"raw": {"anyOf": [RECORD, {"type": "string", "pattern": api.TEXT_PATTERN}, {"type": "null"}],
+                                     "description": "The edited record (an object), or its JSON text; "
                                                     "absent or null retries the record unchanged."}},
                             required=[]))),
         },
