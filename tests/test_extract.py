@@ -124,14 +124,15 @@ def test_invalid_utf8_fails_with_a_byte_offset(conn, write):
 
 
 def test_an_error_after_a_large_element_reports_the_right_place(conn, write):
-    # One element larger than the 1 MiB read chunk, then many small ones across chunk boundaries.
-    big = rec(key="big", blob="x" * (3 << 20))
-    small = [rec(key=f"s{i:05d}", ts="2025-01-15T12:00:00") for i in range(30_000)]
-    lines = [json.dumps(big)] + [json.dumps(r) for r in small]
+    # One element larger than the 1 MiB read chunk, then padded ones that cross many chunk boundaries.
+    big = rec(key="big", blob="x" * (3 << 19))
+    padded = [rec(key=f"s{i:04d}", pad="\u00e9" * (7919 + i)) for i in range(400)]
+    lines = [json.dumps(big)] + [json.dumps(r, ensure_ascii=False) for r in padded]
     good = "[\n" + ",\n".join(lines) + "\n]"
+    assert len(good.encode()) > 6 << 20
     summary = run_file(conn, write("big.json", good))
-    assert (summary["input_records"], summary["inserted"]) == (30_001, 30_001)
-    assert fetch(conn, "SELECT count(*) FROM target") == [(30_001,)]
+    assert (summary["input_records"], summary["inserted"]) == (401, 401)
+    assert fetch(conn, "SELECT count(*) FROM target") == [(401,)]
     bad = "[\n" + ",\n".join(lines) + ",\n  {oops}\n]"
     with pytest.raises(RunFailed) as failed:
         run_file(conn, write("bad.json", bad))
