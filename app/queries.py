@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict
 from typing import Iterator
 
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import and_, func, literal_column, or_, select, tuple_
 from sqlalchemy.engine import Connection
 
 from .models import DeadLetter, Lineage, Run, Target, Watermark, WatermarkHistory
@@ -180,12 +180,29 @@ def run_lineage(conn: Connection, run_id: int, *, cursor: str | None = None, lim
 
 # --- target ---------------------------------------------------------------------------------------
 
-def _target_query(key_prefix: str | None, name_prefix: str | None):
+# A prefix that matches at least this many rows is common enough that walking the sort's index and
+# skipping non-matching rows finds a page sooner than sorting every match.
+DENSE_PREFIX = 5000
+
+
+def _is_dense(conn: Connection, condition) -> bool:
+    """Whether a prefix matches DENSE_PREFIX rows or more (a capped count over its index range)."""
+    capped = select(Target.key).where(condition).limit(DENSE_PREFIX).subquery()
+    return conn.execute(select(func.count()).select_from(capped)).scalar() >= DENSE_PREFIX
+
+
+def _target_query(conn: Connection, key_prefix: str | None, name_prefix: str | None, sort: str):
     query = select(Target.key, Target.name, Target.value, Target.ts, Target.updated_at, Target.run_id)
-    if key_prefix:
-        query = query.where(prefix_range(Target.key, key_prefix))
-    if name_prefix:
-        query = query.where(prefix_range(Target.name, name_prefix))
+    leading = TARGET_SORTS[sort][0]
+    for column, prefix in ((Target.key, key_prefix), (Target.name, name_prefix)):
+        if not prefix:
+            continue
+        condition = prefix_range(column, prefix)
+        if column is not leading and conn.dialect.name == "sqlite" and _is_dense(conn, condition):
+            # SQLite's planner cannot tell a common prefix from a rare one and would sort every
+            # match; a unary + keeps it from using this column's index, so it walks the sort's.
+            condition = prefix_range(literal_column(f"+target.{column.key}", type_=column.type), prefix)
+        query = query.where(condition)
     return query
 
 
@@ -211,7 +228,7 @@ def target_page(conn: Connection, *, key_prefix: str | None = None, name_prefix:
     """A keyset page of the target table, filtered by key and name prefix, in the order of an index."""
     sort = sort if sort in TARGET_SORTS else "key"
     size = len(TARGET_SORTS[sort])
-    page = _page(conn, _target_query(key_prefix, name_prefix), TARGET_SORTS[sort], key_of=_target_key(sort),
+    page = _page(conn, _target_query(conn, key_prefix, name_prefix, sort), TARGET_SORTS[sort], key_of=_target_key(sort),
                  limit=_limit(limit), after=_check_target_cursor(decode_cursor(cursor, size), sort),
                  before=_check_target_cursor(decode_cursor(before, size), sort), last=last, descending=descending)
     page.update(sort=sort, descending=descending, key_prefix=key_prefix or "", name_prefix=name_prefix or "")
@@ -224,9 +241,10 @@ def iter_target(conn: Connection, *, key_prefix: str | None = None, name_prefix:
     sort = sort if sort in TARGET_SORTS else "key"
     columns, key_of = TARGET_SORTS[sort], _target_key(sort)
     sort_key = tuple_(*columns) if len(columns) > 1 else columns[0]
+    base = _target_query(conn, key_prefix, name_prefix, sort)
     after = None
     while True:
-        query = _target_query(key_prefix, name_prefix)
+        query = base
         if after is not None:
             bound = tuple_(*after) if len(columns) > 1 else after[0]
             query = query.where(sort_key < bound if descending else sort_key > bound)
@@ -314,6 +332,14 @@ def dead_letter_tallies(conn: Connection, *, run_id: int | None = None) -> dict:
     return {"errors": dead_letter_counts(conn, run_id=run_id),
             "statuses": [{"status": s, "n": statuses.get(s, 0)} for s in DEAD_LETTER_STATUSES],
             "total": sum(statuses.values())}
+
+
+def dead_letter_count(conn: Connection, *, error: str | None = None, status: str | None = None,
+                      run_id: int | None = None) -> int:
+    """How many dead letters a filter selects (what a bulk action would touch)."""
+    query = _dead_letter_filter(select(func.count()).select_from(DeadLetter), error=error, status=status,
+                                run_id=run_id)
+    return conn.execute(query).scalar()
 
 
 def dead_letter_ids(conn: Connection, *, error: str | None = None, status: str | None = None,

@@ -146,6 +146,8 @@ def measure_sluice(path: Path, repeat: int) -> list[tuple[str, float, float]]:
         ("target: last page", "/target?last=1"),
         ("target: key prefix search", "/target?key=order-00042"),
         ("target: name prefix search", "/target?name=refund+12&sort=name"),
+        ("target: common key prefix, sort by ts", "/target?key=order&sort=ts"),
+        ("target: common name prefix, value desc, last", "/target?name=r&sort=value&desc=1&last=1"),
         ("target: sort by ts", "/target?sort=ts"),
         ("target: sort by ts, middle", "/target?" + urlencode({"sort": "ts", "cursor": encode_cursor(middle_ts)})),
         ("target: sort by value desc", "/target?sort=value&desc=1"),

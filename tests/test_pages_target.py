@@ -105,3 +105,18 @@ def test_exports_follow_the_current_view(client, conn, write):
     assert all(isinstance(r["value"], float) for r in rows)
     all_rows = list(csv.reader(io.StringIO(text(client.get("/target/export.csv")))))
     assert len(all_rows) == 61  # the whole view, not one page
+
+
+def test_a_common_prefix_with_another_sort_pages_correctly(client, conn, write, monkeypatch):
+    from app import queries
+
+    monkeypatch.setattr(queries, "DENSE_PREFIX", 5)  # take the walk-the-sort-index path with few rows
+    records = _records(120)
+    load(conn, write, records)
+    matching = sorted((r for r in records if r["name"].startswith("alpha")), key=lambda r: (r["ts"], r["key"]))
+    body = text(client.get("/target?name=alpha&sort=ts"))
+    assert _keys(body) == [r["key"] for r in matching[:50]]
+    assert _keys(text(client.get(_link(body, "next")))) == [r["key"] for r in matching[50:]]
+    assert _keys(text(client.get("/target?name=alpha&sort=ts&last=1"))) == [r["key"] for r in matching[10:]]
+    exported = list(csv.reader(io.StringIO(text(client.get("/target/export.csv?name=alpha&sort=ts")))))
+    assert [r[0] for r in exported[1:]] == [r["key"] for r in matching]

@@ -168,7 +168,7 @@ def bulk_confirm():
         abort(404, "Choose reprocess or discard.")
     filters = _filters(request.args)
     with db.engine.connect() as conn:
-        count = len(_selection(conn, filters))
+        count = queries.dead_letter_count(conn, error=filters["error"], status="open", run_id=filters["run_id"])
     form = BulkForm(action=action, error=filters["error"] or "", run=filters["run_id"] or "", confirm=count)
     return render_template("dead_letters/bulk.html", action=action, filters=filters, count=count, form=form,
                            query_args=_query_args(filters))
