@@ -198,3 +198,12 @@ def test_a_truncated_gzip_file_fails_with_a_clear_message(conn, write):
     with pytest.raises(RunFailed) as failed:
         run_file(conn, write("cut.gz", data[: len(data) // 2]))
     assert "gzip" in str(failed.value)
+
+
+def test_a_malformed_line_with_nul_or_bad_utf8_is_kept_escaped(conn, write):
+    content = (json.dumps(RECORDS[0]).encode() + b'\n{"key": "b\x00c", \xff\xfe\r\n' + b"caf\xe9\n"
+               + json.dumps(RECORDS[1]).encode())
+    summary = run_file(conn, write("odd.jsonl", content))
+    assert (summary["status"], summary["inserted"], summary["rejected"]) == ("succeeded", 2, 2)
+    assert fetch(conn, "SELECT line, error, raw FROM dead_letters ORDER BY pos") == [
+        (2, "malformed_json", '{"key": "b\\u0000c", \\xff\\xfe'), (3, "malformed_json", "caf\\xe9")]

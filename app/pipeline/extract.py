@@ -173,7 +173,7 @@ class Reader:
                 pos += 1
                 value = _parse_line(line)
                 if value is MALFORMED:
-                    yield Item(pos, line_no, MALFORMED, line.rstrip(b"\r").decode("utf-8", "backslashreplace"))
+                    yield Item(pos, line_no, MALFORMED, _line_text(line.rstrip(b"\r")))
                 else:
                     yield Item(pos, line_no, value)
             if not more:
@@ -183,7 +183,7 @@ class Reader:
             line_no += 1
             value = _parse_line(buf)
             yield Item(pos + 1, line_no, value,
-                       buf.decode("utf-8", "backslashreplace") if value is MALFORMED else None)
+                       _line_text(buf.rstrip(b"\r")) if value is MALFORMED else None)
 
     # -- one JSON document --------------------------------------------------------------------
 
@@ -228,6 +228,11 @@ class Reader:
                 return
             else:
                 raise text.error("expected ',' or ']' after an array element", pos)
+
+
+def _line_text(line: bytes) -> str:
+    """A malformed line as text to keep: bad UTF-8 as \\xNN, NUL as \\u0000 (PostgreSQL text refuses NUL)."""
+    return line.decode("utf-8", "backslashreplace").replace("\x00", "\\u0000")
 
 
 def _parse_line(line: bytes):
