@@ -93,9 +93,11 @@ FILTER = {"type": ["object", "null"], "description": "Which open dead letters: a
           "additionalProperties": False,
           "properties": {"error": {"enum": [*queries.ERROR_CODES, None]},
                          "run": {"type": ["integer", "null"], "minimum": 1, "maximum": api.MAX_ID}}}
+# Any JSON in the fields: a record that fails validation is a valid request (the dead letter stays open).
 RECORD = {"type": "object", "description": "A record: `key`, `name`, `value`, `ts`, and any other fields.",
-          "properties": {"key": {"type": "string"}, "name": {"type": "string"}, "value": {"type": ["number", "string"]},
-                         "ts": {"type": "string"}}}
+          "properties": {"key": {"description": "A string."}, "name": {"description": "A string."},
+                         "value": {"description": "A number, or a string holding one."},
+                         "ts": {"description": "A timestamp like 2025-01-15T12:30:00Z."}}}
 CONFIRM = {"type": "integer", "minimum": 0, "description": "The count you were shown; 409 when it changed."}
 REASON = {"type": ["string", "null"], "pattern": api.TEXT_PATTERN, "description": "Why (kept in lineage)."}
 
