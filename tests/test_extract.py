@@ -207,3 +207,15 @@ def test_a_malformed_line_with_nul_or_bad_utf8_is_kept_escaped(conn, write):
     assert (summary["status"], summary["inserted"], summary["rejected"]) == ("succeeded", 2, 2)
     assert fetch(conn, "SELECT line, error, raw FROM dead_letters ORDER BY pos") == [
         (2, "malformed_json", '{"key": "b\\u0000c", \\xff\\xfe'), (3, "malformed_json", "caf\\xe9")]
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_the_upload_size_limit_fails_the_run_naming_the_limit(conn, write, compress):
+    content = json.dumps([rec(key=f"k{i}", name=f"{i * 7919 % 10007:x}") for i in range(300)]).encode()
+    data = gzip.compress(content) if compress else content
+    assert len(data) > 1000
+    path = write("large.json", data)
+    with pytest.raises(RunFailed, match="larger than the upload size limit of 1000 bytes"):
+        run_file(conn, path, settings=Settings(max_upload_bytes=1000))
+    assert target(conn) == {}
+    assert run_file(conn, path, settings=Settings(max_upload_bytes=len(data)))["inserted"] == 300

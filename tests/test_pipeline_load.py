@@ -1,7 +1,10 @@
 """Loading (SPEC §2): in-run dedup, upsert outcomes, lineage of each, reject threshold, dry run, counts."""
+import hashlib
+import json
+
 import pytest
 
-from app.pipeline import Options, RunFailed
+from app.pipeline import Options, RunFailed, run_file
 
 from .pipeline_helpers import fetch, load, rec, snapshot, target
 
@@ -159,3 +162,16 @@ def test_the_run_record_keeps_every_count_and_the_watermarks(conn, write):
     assert run.queued_at <= run.started_at <= run.finished_at
     assert conserved(summary)
     assert fetch(conn, "SELECT count(*) FROM lineage WHERE run_id = :r", r=summary["run_id"]) == [(5,)]
+
+
+def test_a_file_seen_before_is_accepted_and_names_the_run_that_had_it(conn, write):
+    path = write("same.json", json.dumps([rec(key="a")]))
+    first = run_file(conn, path)
+    other = load(conn, write, [rec(key="b")], name="other.json")
+    again = run_file(conn, path)
+    assert again["status"] == "succeeded"
+    rows = fetch(conn, "SELECT id, same_file_run_id, source_size, source_sha256 FROM runs ORDER BY id")
+    assert [(r.id, r.same_file_run_id) for r in rows] == [(first["run_id"], None), (other["run_id"], None),
+                                                         (again["run_id"], first["run_id"])]
+    assert rows[0].source_size == path.stat().st_size
+    assert rows[0].source_sha256 == hashlib.sha256(path.read_bytes()).hexdigest() == rows[2].source_sha256
