@@ -86,3 +86,26 @@ def test_progress_is_reported_through_the_phases(conn, write):
     assert phases[0] == "reading" and phases[-1] == "done"
     assert phases.index("classifying") < phases.index("applying") < phases.index("committing")
     assert seen[-1] == ("done", 3)
+
+
+def temp_tables(conn) -> list:
+    if conn.dialect.name == "postgresql":
+        sql = "SELECT relname FROM pg_class WHERE relnamespace = pg_my_temp_schema() AND relkind = 'r'"
+    else:
+        sql = "SELECT name FROM sqlite_temp_master WHERE type = 'table'"
+    return fetch(conn, sql)
+
+
+def test_staging_holds_nothing_once_a_run_ends(conn, write):
+    from app.pipeline import Options
+
+    load(conn, write, FIRST)
+    assert temp_tables(conn) == []
+    load(conn, write, SECOND, options=Options(dry_run=True))
+    assert temp_tables(conn) == []
+    with pytest.raises(RunFailed):
+        load(conn, write, SECOND, progress=fail_on("committing", RuntimeError("late")))
+    assert temp_tables(conn) == []
+    with pytest.raises(RunFailed):
+        load(conn, write, [rec(value="x")] * 3, options=Options(max_reject_rate=0.1))
+    assert temp_tables(conn) == []

@@ -24,7 +24,8 @@ INVALID = {
     "missing_value": [{"key": "k", "name": "n", "ts": "2025-01-15T12:00:00"}, rec(value=None), rec(value=""),
                       rec(value="   ")],
     "invalid_value": [rec(value=v) for v in ("abc", "1_000", "0x10", "nan", "NaN", "Infinity", "1e400", "-1e400",
-                                             "1.", "1e", "12x", "1 000", True, False, [1], {"v": 1})],
+                                             "1.", "1e", "12x", "1 000", "\u0661\u0662", "\uff11", "1,5", "--1", "e3", True, False,
+                                             [1], {"v": 1})],
     "missing_timestamp": [{"key": "k", "name": "n", "value": 1}, rec(ts=None), rec(ts=""), rec(ts="  ")],
     "invalid_timestamp": [rec(ts=t) for t in (
         "2025-01-15",                    # a date alone
@@ -41,6 +42,9 @@ INVALID = {
         "2025-01-15T12",                 # hour alone
         "2025-01-15t12:30:00",           # lower-case separator
         "2025-01-15T12:30:00 Z",
+        "2016-12-31T23:59:60Z",          # a leap second
+        "\uff12025-01-15T12:30:00",       # a non-ASCII digit
+        "2025-01-15T12:30:00+02:00:00",
         "not-a-date",
     )] + [rec(ts=1736944200), rec(ts=["2025-01-15T12:00:00"])],
     "future_timestamp": [rec(ts="2999-01-01T00:00:00"), rec(ts="9999-12-31T23:59:59.999999")],
@@ -59,11 +63,15 @@ def test_each_error_code(conn, write, code):
 
 def test_a_number_beyond_the_double_range_is_invalid_value(conn, write):
     path = write("big.json", '[{"key": "a", "name": "n", "value": 1e400, "ts": "2025-01-15T12:00:00"},'
-                             ' {"key": "b", "name": "n", "value": -1e999, "ts": "2025-01-15T12:00:00"}]')
+                             ' {"key": "b", "name": "n", "value": -1e999, "ts": "2025-01-15T12:00:00"},'
+                             ' {"key": "c", "name": "n", "value": 1' + "0" * 400 + ', "ts": "2025-01-15T12:00:00"},'
+                             ' {"key": "d", "name": "n", "value": 18446744073709551616, "ts": "2025-01-15T12:00:00"}]')
     summary = run_file(conn, path)
-    assert (summary["rejected"], summary["staged"]) == (2, 0)
+    assert (summary["rejected"], summary["staged"]) == (3, 1)
+    assert target(conn)["d"][1] == 2.0 ** 64   # large, but within the double range
     rows = fetch(conn, "SELECT key, error, detail, raw FROM dead_letters ORDER BY pos")
-    assert [(r.key, r.error) for r in rows] == [("a", "invalid_value"), ("b", "invalid_value")]
+    assert [(r.key, r.error) for r in rows] == [("a", "invalid_value"), ("b", "invalid_value"), ("c", "invalid_value")]
+    assert json.loads(rows[2].raw)["value"] == 10 ** 400
     assert "outside the range of a double" in rows[0].detail
     # The raw record keeps the number as a JSON number, never as the non-JSON `Infinity`.
     assert json.loads(rows[0].raw)["value"] == float("inf")
@@ -141,7 +149,7 @@ def test_valid_timestamps_and_canonical_text(conn, write):
 
 
 def test_keys_and_names_are_stored_trimmed_and_may_be_as_long_as_allowed(conn, write):
-    key256, name1024 = "K" * 256, "N" * 1024
+    key256, name1024 = "\U0001f600" * 256, "\u00e9" * 1024   # limits count characters, not bytes
     summary = load(conn, write, [rec(key="  k1\t", name=" first "), rec(key=f" {key256} ", name=f"\n{name1024} "),
                                  rec(key="k1", name="second ", ts="2025-01-15T13:00:00")])
     assert (summary["inserted"], summary["superseded"], summary["rejected"]) == (2, 1, 0)
