@@ -109,3 +109,11 @@ def test_staging_holds_nothing_once_a_run_ends(conn, write):
     with pytest.raises(RunFailed):
         load(conn, write, [rec(value="x")] * 3, options=Options(max_reject_rate=0.1))
     assert temp_tables(conn) == []
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("progress file gone"), RunCancelled()], ids=["error", "cancel"])
+def test_a_progress_failure_after_the_commit_does_not_mark_the_run_failed(conn, write, exc):
+    summary = load(conn, write, FIRST, progress=fail_on("done", exc))
+    assert (summary["status"], summary["inserted"]) == ("succeeded", 2)
+    assert run_row(conn, summary["run_id"])[:2] == ("succeeded", None)
+    assert set(target(conn)) == {"a", "b"}

@@ -1,4 +1,5 @@
 """One run of the pipeline: create it, read and stage its input, apply it atomically, record the outcome."""
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -227,7 +228,8 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
     except _DryRun:
         _set(conn, run_id, status="succeeded", finished_at=now_text(), lock_seconds=time.perf_counter() - locked_at,
              **result)
-    report("done", counts.input_records, 0)
+    with contextlib.suppress(Exception):  # the run has committed: too late to fail or cancel it
+        report("done", counts.input_records, 0)
     return summary_of(read_run(conn, run_id))
 
 
