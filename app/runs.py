@@ -25,7 +25,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from .database import write_transaction
 from .models import Run
-from .pipeline import InputError, Options, RunCancelled, RunFailed, Settings, TooLarge, create_run, execute_run, sniff
+from .pipeline import (InputError, Options, RunCancelled, RunFailed, Settings, TooLarge, create_run,
+                       execute_run, sniff)
 from .pipeline.extract import _human
 from .pipeline.validate import canonical, now_text, utc_now
 
@@ -153,11 +154,13 @@ class RunService:
             if run is None:
                 raise RunNotFound(f"there is no run {run_id}")
             if run.status not in ("failed", "cancelled"):
-                raise RunStateError(f"run {run_id} is {run.status}: only a failed or cancelled run can be retried")
+                raise RunStateError(f"run {run_id} is {run.status}: "
+                                    "only a failed or cancelled run can be retried")
             if not self.file_available(run):
                 raise RunStateError(f"the file of run {run_id} is no longer stored; upload it again")
-            return self._record(kind="retry", options=Options.from_json(run.options), source_name=run.source_name,
-                                source_size=run.source_size, source_sha256=run.source_sha256,
+            return self._record(kind="retry", options=Options.from_json(run.options),
+                                source_name=run.source_name, source_size=run.source_size,
+                                source_sha256=run.source_sha256,
                                 file_path=run.file_path, retry_of_id=run.id)
 
     def progress(self, run_id: int) -> dict | None:
@@ -263,7 +266,8 @@ class RunService:
 
     @staticmethod
     def _claimable(conn: Connection) -> bool:
-        busy = conn.execute(select(Run.id).where(Run.status == "running", Run.worker.is_not(None)).limit(1)).first()
+        busy = conn.execute(select(Run.id).where(Run.status == "running", Run.worker.is_not(None))
+                            .limit(1)).first()
         if busy is not None:
             return False
         return conn.execute(select(Run.id).where(Run.status == "queued", Run.kind.in_(QUEUE_KINDS))
@@ -345,7 +349,7 @@ class RunService:
             return self._worker
 
     def worker_alive(self, worker: str, heartbeat_at: str | None) -> bool:
-        """Whether the process that claimed a run still lives: its lock file on this host, its lease elsewhere."""
+        """Whether a run's claiming process lives: its lock file on this host, its lease elsewhere."""
         host, _, token = worker.rpartition(":")
         host = host.rpartition(":")[0]
         if host != self._host:
@@ -408,7 +412,8 @@ class ThreadExecutor:
     def __init__(self, service: RunService, *, poll_seconds: float = 1.0, recover_seconds: float = 10.0,
                  housekeep_seconds: float = 600.0):
         self.service = service
-        self.poll_seconds, self.recover_seconds, self.housekeep_seconds = poll_seconds, recover_seconds, housekeep_seconds
+        self.poll_seconds, self.recover_seconds = poll_seconds, recover_seconds
+        self.housekeep_seconds = housekeep_seconds
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -485,7 +490,7 @@ def _held(path: Path, remove_if_free: bool = False) -> bool:
 
 
 def _should_start_worker() -> bool:
-    """Start the embedded worker under a server, or `flask run` (its reloader child), not other CLI commands."""
+    """Start the embedded worker under a server or `flask run` (its reloader child), not other commands."""
     import click
 
     ctx = click.get_current_context(silent=True)
@@ -506,7 +511,7 @@ def _debug_env() -> bool:
 
 
 def init_app(app) -> RunService:
-    """Create the app's run service (`app.extensions["sluice_runs"]`) and, if configured, its worker thread."""
+    """Create the app's run service (`app.extensions["sluice_runs"]`) and, if configured, its worker."""
     from . import pipeline_settings
     from .extensions import db
 
@@ -520,7 +525,8 @@ def init_app(app) -> RunService:
         heartbeat_seconds=app.config.get("SLUICE_HEARTBEAT_SECONDS", 5),
         progress_interval=app.config.get("SLUICE_PROGRESS_INTERVAL", PROGRESS_INTERVAL))
     app.extensions["sluice_runs"] = service
-    if app.config["SLUICE_EMBEDDED_WORKER"] and not app.config.get("SLUICE_DB_ERROR") and _should_start_worker():
+    embedded = app.config["SLUICE_EMBEDDED_WORKER"] and not app.config.get("SLUICE_DB_ERROR")
+    if embedded and _should_start_worker():
         executor = ThreadExecutor(service)
         service.executor = executor
         # Pooled connections must not cross a fork (gunicorn --preload); the thread is restarted lazily.

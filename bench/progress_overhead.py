@@ -1,4 +1,4 @@
-"""What live progress costs a run: the pipeline with `progress=None` against a run executed by the run service.
+"""What live progress costs a run: the pipeline with `progress=None` against the run service executing it.
 
     python bench/progress_overhead.py [--records N] [--file PATH] [--repeat K]
 
@@ -74,7 +74,8 @@ def child(variant: str, db: Path, path: Path) -> dict:
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     engine.dispose()
     assert summary and summary["status"] == "succeeded", summary
-    return {"variant": variant, "seconds": seconds, "cpu_seconds": cpu, "input_records": summary["input_records"], **callback}
+    return {"variant": variant, "seconds": seconds, "cpu_seconds": cpu,
+            "input_records": summary["input_records"], **callback}
 
 
 def main() -> None:
@@ -102,10 +103,11 @@ def main() -> None:
                                      check=True, capture_output=True, text=True)
                 result = json.loads(out.stdout.strip().splitlines()[-1])
                 results[variant].append(result)
-                detail = (f"  (callback: {result['callback_calls']} calls, {result['file_writes']} file writes, "
+                detail = (f"  (callback: {result['callback_calls']} calls, "
+                          f"{result['file_writes']} file writes, "
                           f"{1000 * result['callback_seconds']:.1f} ms in all)" if variant != "none" else "")
-                print(f"{variant:>8}  run {i + 1}: {result['seconds']:7.2f} s wall, {result['cpu_seconds']:7.2f} s CPU{detail}",
-                      flush=True)
+                print(f"{variant:>8}  run {i + 1}: {result['seconds']:7.2f} s wall, "
+                      f"{result['cpu_seconds']:7.2f} s CPU{detail}", flush=True)
     base = statistics.median(r["seconds"] for r in results["none"])
     with_progress = statistics.median(r["seconds"] for r in results["service"])
     reporter_only = statistics.median(r["seconds"] for r in results["reporter"])
@@ -113,7 +115,8 @@ def main() -> None:
     cpu = {v: statistics.median(r["cpu_seconds"] for r in results[v]) for v in VARIANTS}
     summary = {
         "file": str(path), "records": results["none"][0]["input_records"], "repeat": args.repeat,
-        "median_seconds": {"progress=None": base, "progress reporter": reporter_only, "run service": with_progress},
+        "median_seconds": {"progress=None": base, "progress reporter": reporter_only,
+                           "run service": with_progress},
         "overhead_percent": 100 * (with_progress - base) / base,
         "reporter_overhead_percent": 100 * (reporter_only - base) / base,
         "median_cpu_seconds": cpu,

@@ -1,4 +1,4 @@
-"""The run service with real processes: SIGKILL in the middle of a run, gunicorn workers, concurrent uploads."""
+"""The run service with real processes: SIGKILL mid-run, gunicorn workers, cancel, concurrent uploads."""
 import io
 import json
 import os
@@ -26,13 +26,13 @@ MAKE_RECORDS = SHARED / "bench" / "make_records.py"
 
 
 def make_records(path: Path, n: int, *, seed: int, start: str = "2024-01-01T00:00:00", fmt="json") -> Path:
-    subprocess.run([sys.executable, str(MAKE_RECORDS), str(n), str(path), "--seed", str(seed), "--start", start,
-                    "--format", fmt], check=True, capture_output=True)
+    subprocess.run([sys.executable, str(MAKE_RECORDS), str(n), str(path), "--seed", str(seed),
+                    "--start", start, "--format", fmt], check=True, capture_output=True)
     return path
 
 
 def wait_for(condition, what: str, timeout: float = 60.0, step: float = 0.05):
-    """Poll `condition` until it returns something true; fail after `timeout` seconds (a bound, not a check)."""
+    """Poll `condition` until it returns something true; fail after `timeout` s (a bound, not a check)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -101,11 +101,13 @@ def target_rows(engine) -> list:
 def env(db_url, app):
     """Environment for child processes: the test's database and the app's instance folder."""
     return {**os.environ, "DATABASE_URL": db_url, "SLUICE_INSTANCE_PATH": app.instance_path,
-            "SLUICE_UPLOAD_DIR": app.config["SLUICE_UPLOAD_DIR"], "SECRET_KEY": "test", "PYTHONUNBUFFERED": "1"}
+            "SLUICE_UPLOAD_DIR": app.config["SLUICE_UPLOAD_DIR"], "SECRET_KEY": "test",
+            "PYTHONUNBUFFERED": "1"}
 
 
 def start(args, env, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            **kwargs)
 
 
 def stop(proc: subprocess.Popen) -> str:
@@ -178,8 +180,8 @@ def free_port() -> int:
 def test_gunicorn_workers_execute_every_run_exactly_once_in_queue_order(app, engine, env, tmp_path):
     svc = app.extensions["sluice_runs"]
     port = free_port()
-    gunicorn = start([sys.executable, "-m", "gunicorn", "-w", "3", "-b", f"127.0.0.1:{port}", "--graceful-timeout",
-                      "5", "app:create_app()"], {**env, "SLUICE_EMBEDDED_WORKER": "1"})
+    gunicorn = start([sys.executable, "-m", "gunicorn", "-w", "3", "-b", f"127.0.0.1:{port}",
+                      "--graceful-timeout", "5", "app:create_app()"], {**env, "SLUICE_EMBEDDED_WORKER": "1"})
     try:
         def healthy():
             try:
@@ -195,7 +197,8 @@ def test_gunicorn_workers_execute_every_run_exactly_once_in_queue_order(app, eng
         for p in paths:
             with p.open("rb") as f:
                 ids.append(svc.submit(f, p.name, kind="api", options=None))
-        wait_for(lambda: finished(engine, ids), "gunicorn's workers to execute the runs", timeout=90, step=0.2)
+        wait_for(lambda: finished(engine, ids), "gunicorn's workers to execute the runs",
+                 timeout=90, step=0.2)
     finally:
         output = stop(gunicorn)
     runs = [run_of(engine, i) for i in ids]

@@ -26,14 +26,15 @@ def svc(app):
 
 def records(n, start=0, *, minute=0, name="n"):
     """`n` valid records with keys k{start}..; their ts rise one second per record."""
-    return [{"key": f"k{i}", "name": f"{name}{i}", "value": i, "ts": f"2024-01-01T00:{minute:02d}:{i % 60:02d}"}
-            for i in range(start, start + n)]
+    return [{"key": f"k{i}", "name": f"{name}{i}", "value": i,
+             "ts": f"2024-01-01T00:{minute:02d}:{i % 60:02d}"} for i in range(start, start + n)]
 
 
 def upload(svc, data, name="f.json", **kwargs) -> int:
     if not isinstance(data, bytes):
         data = json.dumps(data).encode()
-    return svc.submit(io.BytesIO(data), name, kind=kwargs.pop("kind", "upload"), options=kwargs.pop("options", None))
+    return svc.submit(io.BytesIO(data), name, kind=kwargs.pop("kind", "upload"),
+                      options=kwargs.pop("options", None))
 
 
 def run_row(svc, run_id):
@@ -247,7 +248,8 @@ def test_a_worker_on_another_host_is_judged_by_its_lease(svc):
     with svc.engine.begin() as conn:
         for run_id, beat in ((fresh, now), (stale, now - svc.lease - timedelta(seconds=1))):
             conn.execute(update(Run).where(Run.id == run_id).values(
-                status="running", worker=f"elsewhere:{run_id}:abc", heartbeat_at=beat.strftime("%Y-%m-%dT%H:%M:%S")))
+                status="running", worker=f"elsewhere:{run_id}:abc",
+                heartbeat_at=beat.strftime("%Y-%m-%dT%H:%M:%S")))
     assert svc.recover() == [stale]
 
 
