@@ -144,6 +144,9 @@ def test_upload_over_the_limit_is_refused_with_413(client, app):
     app.config["MAX_CONTENT_LENGTH"] = 64
     error = assert_error(upload(client, b"[" + b" " * 100 + b"]"), 413, "too_large")
     assert "64" in error["message"]
+    response = client.post("/api/runs", data={"file": (io.BytesIO(b"[" + b" " * 100 + b"]"), "big.json")},
+                           content_type="multipart/form-data")
+    assert_error(response, 413, "too_large")
 
 
 @pytest.mark.parametrize("query", ["?max_reject_rate=2", "?max_reject_rate=abc", "?dry_run=yes",
@@ -442,4 +445,4 @@ def test_openapi_document_describes_exactly_the_api_routes(client, app):
     for path, ops in doc["paths"].items():
         for op in ops.values():
             named = {p["name"] for p in op["parameters"] if p["in"] == "path"}
-            assert named == set(part[1:-1] for part in path.split("/") if part.startswith("{"))
+            assert named == {part[1:-1] for part in path.split("/") if part.startswith("{")}

@@ -11,7 +11,7 @@ are left to the browser's same-origin policy: no CORS header is ever sent.
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
@@ -21,8 +21,16 @@ from werkzeug.exceptions import HTTPException
 
 from .. import queries
 from ..extensions import csrf, db
-from ..pipeline import (DeadLetterError, InputError, Options, RunFailed, TooLarge, WatermarkError, parse_edit,
-                        summary_of)
+from ..pipeline import (
+    DeadLetterError,
+    InputError,
+    Options,
+    RunFailed,
+    TooLarge,
+    WatermarkError,
+    parse_edit,
+    summary_of,
+)
 from ..pipeline import dead_letters as dead_letter_actions
 from ..pipeline import watermark as wm
 from .target import export_response
@@ -70,7 +78,6 @@ class Param:
     schema: dict
     description: str
     required: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def _text(max_length: int = 1024, **more) -> dict:
@@ -237,12 +244,12 @@ def _gate():
     header is never sent by a cross-site form, so token requests stay safe without CSRF tokens).
     """
     if request.method in SAFE_METHODS:
-        return None
+        return
     site = request.headers.get("Sec-Fetch-Site")
     origin = request.headers.get("Origin")
     if site in ("cross-site", "same-site") or (origin is not None and urlsplit(origin).netloc != request.host):
-        raise ApiError(403, "cross_site", "requests from another site's pages cannot change data through the API")
-    return None
+        raise ApiError(403, "cross_site",
+                       "requests from another site's pages cannot change data through the API")
 
 
 def _error_response(status: int, code: str, message: str, headers=None, **extra):

@@ -217,7 +217,8 @@ def document() -> dict:
             (200, "The reprocess run's summary and the dead letter.",
              _obj({"run": _ref("Summary"), "dead_letter": _ref("DeadLetterDetail")})),
             errors=(400, *MUTATING, 404, 409, 415, 422), path=[DL_ID], tag="dead letters",
-            body=_body(_obj({"raw": {"anyOf": [RECORD, {"type": "string", "pattern": api.TEXT_PATTERN}, {"type": "null"}],
+            body=_body(_obj({"raw": {"anyOf": [RECORD, {"type": "string", "pattern": api.TEXT_PATTERN},
+                                               {"type": "null"}],
                                      "description": "The edited record (an object), or its JSON text; "
                                                     "absent or null retries the record unchanged."}},
                             required=[]))),
@@ -257,8 +258,8 @@ def document() -> dict:
             (200, "The preview.", _obj({"name": {"type": "string"}, "value": NULLABLE_TIME,
                                         "rows_at_or_after": {"type": "integer"}})),
             errors=(400, 404, 422), params=api.PREVIEW_PARAMS, path=[WM_NAME], tag="watermarks")},
-        "/api/openapi.json": {"get": _op("openapi", "This document", (200, "The OpenAPI document.",
-                                                                       {"type": "object"}), errors=(), tag="meta")},
+        "/api/openapi.json": {"get": _op("openapi", "This document",
+                                         (200, "The OpenAPI document.", {"type": "object"}), errors=(), tag="meta")},
     }
     return {
         "openapi": "3.1.0",
