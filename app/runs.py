@@ -101,7 +101,7 @@ class RunService:
                  heartbeat_seconds: float = 5.0, progress_interval: float = PROGRESS_INTERVAL):
         self.engine, self.settings = engine, settings
         self.progress_interval = progress_interval
-        self.upload_dir = Path(upload_dir)
+        self.upload_dir = Path(upload_dir).absolute()
         self.progress_dir = Path(state_dir) / "progress"
         self.workers_dir = Path(state_dir) / "workers"
         self.max_upload_bytes = max_upload_bytes
@@ -381,12 +381,14 @@ class RunService:
     # -- housekeeping -----------------------------------------------------------------------------
 
     def housekeep(self, now=None) -> list[str]:
-        """Remove stored files whose runs all ended longer than the retention ago; return their paths."""
+        """Remove stored uploads whose runs all ended longer than the retention ago; return their paths."""
         cutoff = canonical((now or utc_now()) - self.retention)
         unfinished = func.sum(case((Run.finished_at.is_(None), 1), else_=0))
+        # Only files this service stored: a `cli` run's file_path is the user's own file.
+        ours = Run.file_path.startswith(f"{self.upload_dir}{os.sep}", autoescape=True)
         with self.engine.connect() as conn:
             paths = conn.execute(
-                select(Run.file_path).where(Run.file_path.is_not(None), Run.file_removed_at.is_(None))
+                select(Run.file_path).where(ours, Run.file_removed_at.is_(None))
                 .group_by(Run.file_path)
                 .having(unfinished == 0, func.max(Run.finished_at) < cutoff)).scalars().all()
             conn.rollback()

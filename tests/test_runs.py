@@ -287,3 +287,13 @@ def test_housekeeping_keeps_a_file_uploaded_again_before_its_new_run_is_recorded
     os.utime(path, (stamp, stamp))
     assert svc.housekeep(now=later) == []
     assert path.exists() and run_row(svc, old).file_removed_at is None
+
+
+def test_housekeeping_never_removes_a_file_it_did_not_store(svc, app, conn, write):
+    from app.pipeline import run_file
+
+    own = write("mine.json", json.dumps(records(2)))
+    run_file(conn, own, kind="cli")  # a command-line run records the user's own path
+    later = utc_now() + timedelta(hours=app.config["SLUICE_FILE_RETENTION_HOURS"] + 1)
+    assert svc.housekeep(now=later) == []
+    assert own.exists()
