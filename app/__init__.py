@@ -3,7 +3,7 @@ import os
 from datetime import timedelta
 
 from flask import Flask
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from .config import defaults
 from .database import configure_engine
@@ -30,7 +30,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         configure_engine(db.engine)
         try:
             upgrade(db.engine)
-        except OperationalError as exc:
+        except DBAPIError as exc:  # unreachable, refused, or not a database at all
             # Keep starting so the CLI and /healthz can say what is wrong in one line.
             app.config["SLUICE_DB_ERROR"] = str(exc.orig).strip().splitlines()[0]
 

@@ -150,11 +150,15 @@ def test_errors_are_one_clear_line(runner, write, tmp_path):
     assert "Missing argument" in usage_error(etl(runner, "discard"))
 
 
-UNREACHABLE = ["sqlite:////nonexistent/dir/x.db", "postgresql://postgres@127.0.0.1:1/test"]
+UNREACHABLE = ["sqlite:////nonexistent/dir/x.db", "postgresql://postgres@127.0.0.1:1/test", "not-a-database"]
 
 
-@pytest.mark.parametrize("url", UNREACHABLE, ids=["sqlite", "postgresql"])
+@pytest.mark.parametrize("url", UNREACHABLE, ids=["sqlite", "postgresql", "sqlite-garbage-file"])
 def test_an_unreachable_database_is_one_line(tmp_path, monkeypatch, url):
+    if url == "not-a-database":
+        garbage = tmp_path / "garbage.db"
+        garbage.write_text("this is a text file, not a SQLite database\n" * 50)
+        url = f"sqlite:///{garbage}"
     monkeypatch.setenv("SLUICE_INSTANCE_PATH", str(tmp_path / "instance"))
     app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "test",
                       "SLUICE_EMBEDDED_WORKER": False})
