@@ -192,6 +192,8 @@ def test_refusals_have_codes_and_change_nothing(conn, write):
         (lambda: reprocess(conn, []), "invalid"),
         (lambda: reprocess(conn, [a, b], edited=rec()), "invalid"),
         (lambda: discard(conn, [a, 999]), "not_found"),
+        (lambda: discard(conn, []), "invalid"),
+        (lambda: reopen(conn, []), "invalid"),
         (lambda: reopen(conn, [a]), "conflict"),
         (lambda: parse_edit('{"key": '), "invalid"),
         (lambda: parse_edit('{"key": "a", "value": NaN}'), "invalid"),

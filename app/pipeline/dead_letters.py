@@ -78,6 +78,8 @@ def reprocess(conn: Connection, ids: list[int], *, edited=None, settings: Settin
 def _change_status(conn: Connection, ids: list[int], *, frm: str, to: str, step: str, detail: str,
                    actor: str | None, reason: str | None) -> int:
     ids = list(dict.fromkeys(int(i) for i in ids))
+    if not ids:
+        raise DeadLetterError("no dead letters selected", "invalid")
     now = now_text()
     with write_transaction(conn):
         rows = _load(conn, ids)
