@@ -314,15 +314,14 @@ def _pick(row: dict, fields) -> dict:
     return {f: row.get(f) for f in fields}
 
 
-def run_json(row: dict, svc=None) -> dict:
+def run_json(row: dict, svc) -> dict:
     """A run as the API shows it: its record, options, live progress while running, summary when done."""
     out = _pick(row, RUN_FIELDS)
     out["cancel_requested"] = bool(out["cancel_requested"])
     out["options"] = json.loads(row.get("options") or "{}")
-    out["file_kept"] = svc.file_available(SimpleNamespace(**row)) if svc is not None else None
+    out["file_kept"] = svc.file_available(SimpleNamespace(**row))
     out["retried_by"] = row.get("retried_by", [])
-    progress = svc.progress(row["id"]) if svc is not None and row["status"] == "running" else None
-    out["progress"] = progress
+    out["progress"] = svc.progress(row["id"]) if row["status"] == "running" else None
     out["summary"] = summary_of(SimpleNamespace(**row)) if row.get("finished_at") else None
     out["url"] = url_for("api.get_run", run_id=row["id"])
     return out
