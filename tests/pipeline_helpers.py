@@ -1,4 +1,5 @@
 """Helpers shared by the core tests: run records through the pipeline and read tables back with SQL."""
+
 import json
 
 from sqlalchemy import text

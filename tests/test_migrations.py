@@ -1,4 +1,5 @@
 """Schema (SPEC §8): the migrations build exactly the models' schema from an empty database, and undo it."""
+
 import os
 import uuid
 
@@ -41,7 +42,9 @@ def empty_engine(tmp_path):
 
 def differences(engine) -> list:
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True}
+        )
         return compare_metadata(context, Base.metadata)
 
 
@@ -69,6 +72,7 @@ def test_keys_sort_in_binary_order_on_every_database(conn, write):
     keys = ["b", "B", "a", "_x", "é", "Z9", "a b", "ab", "~", "10", "9"]
     load(conn, write, [rec(key=k) for k in keys])
     assert [r.key for r in fetch(conn, "SELECT key FROM target ORDER BY key")] == sorted(keys)
-    assert [r.key for r in fetch(conn, "SELECT key FROM target WHERE key > 'Z' ORDER BY key")] == \
-        sorted(k for k in keys if k > "Z")
+    assert [r.key for r in fetch(conn, "SELECT key FROM target WHERE key > 'Z' ORDER BY key")] == sorted(
+        k for k in keys if k > "Z"
+    )
     assert [r.key for r in fetch(conn, "SELECT DISTINCT key FROM lineage ORDER BY key")] == sorted(keys)

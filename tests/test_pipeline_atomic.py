@@ -1,4 +1,5 @@
-"""A run is atomic (SPEC §2): a failure at any point leaves target, lineage, dead letters and watermark as they were."""
+"""A run is atomic (SPEC §2): a failure leaves target, lineage, dead letters and watermark as they were."""
+
 import pytest
 
 import app.pipeline.watermark
@@ -6,12 +7,20 @@ from app.pipeline import RunCancelled, RunFailed, run_file
 
 from .pipeline_helpers import fetch, load, rec, snapshot, target
 
-FIRST = [rec(key="a", value=1, ts="2025-01-15T12:00:00"), rec(key="b", value=1, ts="2025-01-15T12:00:00"),
-         rec(key="bad", value="abc", ts="2025-01-15T12:00:00")]
-# A second file that would insert, update, leave unchanged, count a sighting, add a dead letter and move the watermark.
-SECOND = [rec(key="a", value=2, ts="2025-01-16T00:00:00"), rec(key="b", value=1, ts="2025-01-15T12:00:00"),
-          rec(key="c", value=1, ts="2025-01-17T00:00:00"), rec(key="bad", value="abc", ts="2025-01-15T12:00:00"),
-          rec(key="worse", value=None, ts="2025-01-16T00:00:00")]
+FIRST = [
+    rec(key="a", value=1, ts="2025-01-15T12:00:00"),
+    rec(key="b", value=1, ts="2025-01-15T12:00:00"),
+    rec(key="bad", value="abc", ts="2025-01-15T12:00:00"),
+]
+# A second file that would insert, update, leave one unchanged, count a sighting, add a dead letter
+# and move the watermark.
+SECOND = [
+    rec(key="a", value=2, ts="2025-01-16T00:00:00"),
+    rec(key="b", value=1, ts="2025-01-15T12:00:00"),
+    rec(key="c", value=1, ts="2025-01-17T00:00:00"),
+    rec(key="bad", value="abc", ts="2025-01-15T12:00:00"),
+    rec(key="worse", value=None, ts="2025-01-16T00:00:00"),
+]
 
 
 def run_row(conn, run_id):
@@ -22,6 +31,7 @@ def fail_on(phase_to_fail, exc):
     def progress(phase, records, nbytes):
         if phase == phase_to_fail:
             raise exc
+
     return progress
 
 
@@ -37,8 +47,13 @@ def test_a_failure_in_any_phase_changes_nothing(conn, write, phase):
     assert snapshot(conn) == before
     # Staging kept nothing of the failed run: the same file now loads in full on the same connection.
     summary = load(conn, write, SECOND)
-    assert (summary["inserted"], summary["updated"], summary["unchanged"], summary["rejected"],
-            summary["dead_letters"]) == (1, 1, 1, 2, 1)
+    assert (
+        summary["inserted"],
+        summary["updated"],
+        summary["unchanged"],
+        summary["rejected"],
+        summary["dead_letters"],
+    ) == (1, 1, 1, 2, 1)
     assert fetch(conn, "SELECT sightings FROM dead_letters WHERE key = 'bad'") == [(2,)]
 
 
@@ -70,7 +85,10 @@ def test_a_failed_file_is_recorded_with_its_reason_and_the_next_run_works(conn, 
     load(conn, write, FIRST, name="first.json")
     before = snapshot(conn)
     with pytest.raises(RunFailed) as failed:
-        run_file(conn, write("broken.json", '[{"key": "x", "name": "n", "value": 1, "ts": "2025-01-16T00:00:00"}, {'))
+        run_file(
+            conn,
+            write("broken.json", '[{"key": "x", "name": "n", "value": 1, "ts": "2025-01-16T00:00:00"}, {'),
+        )
     assert run_row(conn, failed.value.run_id)[0] == "failed"
     assert "invalid JSON at line 1" in run_row(conn, failed.value.run_id)[1]
     assert snapshot(conn) == before

@@ -1,4 +1,5 @@
 """Runs apply one at a time (SPEC §5): a run that another run overtakes decides again under the lock."""
+
 import json
 
 from app.pipeline import Options, run_file
@@ -15,27 +16,34 @@ def overtaken_by(engine, write, records, options=None):
             done.append(True)
             with engine.connect() as other:
                 done.append(run_file(other, write("other.json", json.dumps(records)), options=options))
+
     return progress, done
 
 
 def test_a_run_overtaken_by_another_is_classified_again(conn, engine, write):
     load(conn, write, [rec(key="old", ts="2025-01-15T12:00:00")], name="first.json")
     # The other run backfills key "a" without moving the watermark; this run must see "a" as existing.
-    progress, other = overtaken_by(engine, write, [rec(key="a", value=1, ts="2025-01-01T00:00:00")],
-                                   Options(ignore_watermark=True))
+    progress, other = overtaken_by(
+        engine, write, [rec(key="a", value=1, ts="2025-01-01T00:00:00")], Options(ignore_watermark=True)
+    )
     summary = load(conn, write, [rec(key="a", value=2, ts="2025-01-16T00:00:00")], progress=progress)
     assert other[1]["inserted"] == 1
     assert (summary["inserted"], summary["updated"]) == (0, 1)
     assert target(conn)["a"] == ("n", 2.0, "2025-01-16T00:00:00")
-    assert fetch(conn, "SELECT detail FROM lineage WHERE run_id = :r AND step = 'updated'", r=summary["run_id"]) == \
-        [("value: 1 → 2; ts: 2025-01-01T00:00:00 → 2025-01-16T00:00:00",)]
+    assert fetch(
+        conn, "SELECT detail FROM lineage WHERE run_id = :r AND step = 'updated'", r=summary["run_id"]
+    ) == [("value: 1 → 2; ts: 2025-01-01T00:00:00 → 2025-01-16T00:00:00",)]
 
 
 def test_a_run_whose_watermark_moved_reads_its_file_again(conn, engine, write):
     load(conn, write, [rec(key="old", ts="2025-01-10T00:00:00")], name="first.json")
     progress, other = overtaken_by(engine, write, [rec(key="b", ts="2025-01-20T00:00:00")])
-    summary = load(conn, write, [rec(key="a", ts="2025-01-15T00:00:00"), rec(key="c", ts="2025-01-25T00:00:00")],
-                   progress=progress)
+    summary = load(
+        conn,
+        write,
+        [rec(key="a", ts="2025-01-15T00:00:00"), rec(key="c", ts="2025-01-25T00:00:00")],
+        progress=progress,
+    )
     assert other[1]["watermark"] == "2025-01-20T00:00:00"
     # Read again under the new watermark: "a" is now older than it and skipped.
     assert (summary["input_records"], summary["skipped"], summary["inserted"]) == (2, 1, 1)

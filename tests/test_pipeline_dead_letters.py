@@ -1,4 +1,5 @@
 """Dead letters (SPEC §4): the same record again, reprocess unchanged or edited, discard and reopen."""
+
 import json
 from datetime import timedelta
 
@@ -19,20 +20,25 @@ def one(conn, dl_id):
 
 
 def steps(conn, run_id):
-    return [tuple(r) for r in fetch(conn, "SELECT key, step, dead_letter_id FROM lineage WHERE run_id = :r "
-                                          "ORDER BY id", r=run_id)]
+    return [
+        tuple(r)
+        for r in fetch(
+            conn, "SELECT key, step, dead_letter_id FROM lineage WHERE run_id = :r ORDER BY id", r=run_id
+        )
+    ]
 
 
 def test_the_same_record_again_counts_a_sighting_instead_of_a_second_dead_letter(conn, write):
     bad = [rec(key="x", value="abc"), {"key": "y", "name": "n", "value": 1}]
-    first = load(conn, write, bad + [rec(key="x", value="abc")])   # twice in one file, too
+    first = load(conn, write, bad + [rec(key="x", value="abc")])  # twice in one file, too
     assert (first["rejected"], first["dead_letters"]) == (3, 2)
     second = load(conn, write, bad)
     assert (second["rejected"], second["dead_letters"]) == (2, 0)
     rows = dead_letters(conn)
     assert [(r.key, r.error, r.sightings, r.run_id, r.last_run_id) for r in rows] == [
         ("x", "invalid_value", 3, first["run_id"], second["run_id"]),
-        ("y", "missing_timestamp", 2, first["run_id"], second["run_id"])]
+        ("y", "missing_timestamp", 2, first["run_id"], second["run_id"]),
+    ]
     # Each sighting still has its lineage entry, linked to the one dead letter.
     assert steps(conn, second["run_id"]) == [("x", "rejected", rows[0].id), ("y", "rejected", rows[1].id)]
     # The same raw with another error, or a differently written record, is another dead letter.
@@ -49,16 +55,30 @@ def test_reprocess_unchanged_resolves_with_the_outcome(conn, write):
     first = load(conn, write, [rec(key="a", ts=soon)], settings=Settings(future_tolerance=timedelta(0)))
     (dl,) = dead_letters(conn)
     assert dl.error == "future_timestamp"
-    summary = reprocess(conn, [dl.id])   # the default tolerance accepts it now
-    assert (summary["status"], summary["input_records"], summary["staged"], summary["inserted"],
-            summary["dead_letters"]) == ("succeeded", 1, 1, 1, 0)
+    summary = reprocess(conn, [dl.id])  # the default tolerance accepts it now
+    assert (
+        summary["status"],
+        summary["input_records"],
+        summary["staged"],
+        summary["inserted"],
+        summary["dead_letters"],
+    ) == ("succeeded", 1, 1, 1, 0)
     dl = one(conn, dl.id)
-    assert (dl.status, dl.outcome, dl.resolved_run_id, dl.attempts, dl.run_id) == \
-        ("resolved", "inserted", summary["run_id"], 1, first["run_id"])
-    assert steps(conn, summary["run_id"]) == [("a", "reprocessed", dl.id), ("a", "staged", None),
-                                              ("a", "inserted", None)]
-    assert fetch(conn, "SELECT kind, status, dead_letter_id FROM runs WHERE id = :r", r=summary["run_id"]) == \
-        [("reprocess", "succeeded", dl.id)]
+    assert (dl.status, dl.outcome, dl.resolved_run_id, dl.attempts, dl.run_id) == (
+        "resolved",
+        "inserted",
+        summary["run_id"],
+        1,
+        first["run_id"],
+    )
+    assert steps(conn, summary["run_id"]) == [
+        ("a", "reprocessed", dl.id),
+        ("a", "staged", None),
+        ("a", "inserted", None),
+    ]
+    assert fetch(
+        conn, "SELECT kind, status, dead_letter_id FROM runs WHERE id = :r", r=summary["run_id"]
+    ) == [("reprocess", "succeeded", dl.id)]
     assert target(conn)["a"][2] == soon
 
 
@@ -66,25 +86,34 @@ def test_reprocess_with_an_edit_loads_it_under_the_new_key(conn, write):
     load(conn, write, [rec(key="", value="abc", note="kept")])
     (dl,) = dead_letters(conn)
     assert (dl.key, dl.error) == (None, "missing_key")
-    edited = parse_edit('{"key": " fixed ", "name": "n", "value": "4.5", "ts": "2025-01-15T12:00:00", "note": "kept"}')
+    edited = parse_edit(
+        '{"key": " fixed ", "name": "n", "value": "4.5", "ts": "2025-01-15T12:00:00", "note": "kept"}'
+    )
     summary = reprocess(conn, [dl.id], edited=edited, via="web")
     assert (summary["inserted"], summary["rejected"]) == (1, 0)
     assert target(conn)["fixed"] == ("n", 4.5, "2025-01-15T12:00:00")
     dl = one(conn, dl.id)
     assert (dl.status, dl.outcome, dl.attempts) == ("resolved", "inserted", 1)
-    assert dl.raw == '{"key":"","name":"n","value":"abc","ts":"2025-01-15T12:00:00","note":"kept"}'  # untouched
+    assert (
+        dl.raw == '{"key":"","name":"n","value":"abc","ts":"2025-01-15T12:00:00","note":"kept"}'
+    )  # untouched
     assert json.loads(dl.last_raw) == edited
-    assert steps(conn, summary["run_id"]) == [("fixed", "reprocessed", dl.id), ("fixed", "staged", None),
-                                              ("fixed", "inserted", None)]
+    assert steps(conn, summary["run_id"]) == [
+        ("fixed", "reprocessed", dl.id),
+        ("fixed", "staged", None),
+        ("fixed", "inserted", None),
+    ]
 
 
 def test_a_retry_that_fails_again_keeps_it_open_with_the_new_error(conn, write):
     load(conn, write, [rec(key="a", value="abc")])
     (dl,) = dead_letters(conn)
     original = dl.raw
-    summary = reprocess(conn, [dl.id])   # unchanged: the same error
+    summary = reprocess(conn, [dl.id])  # unchanged: the same error
     assert (summary["rejected"], summary["dead_letters"], summary["staged"]) == (1, 0, 0)
-    again = reprocess(conn, [dl.id], edited={"key": "a", "name": "n", "value": 1, "ts": "2025-02-30T00:00:00"})
+    again = reprocess(
+        conn, [dl.id], edited={"key": "a", "name": "n", "value": 1, "ts": "2025-02-30T00:00:00"}
+    )
     assert again["rejected"] == 1
     dl = one(conn, dl.id)
     assert (dl.status, dl.error, dl.attempts, dl.raw) == ("open", "invalid_timestamp", 2, original)
@@ -93,29 +122,46 @@ def test_a_retry_that_fails_again_keeps_it_open_with_the_new_error(conn, write):
     assert steps(conn, again["run_id"]) == [("a", "reprocessed", dl.id), ("a", "rejected", dl.id)]
     assert len(dead_letters(conn)) == 1
     # The next unchanged retry uses the last attempted JSON.
-    fixed = reprocess(conn, [dl.id], edited={"key": "a", "name": "n", "value": 1, "ts": "2025-02-28T00:00:00"})
+    fixed = reprocess(
+        conn, [dl.id], edited={"key": "a", "name": "n", "value": 1, "ts": "2025-02-28T00:00:00"}
+    )
     assert fixed["inserted"] == 1
     assert (one(conn, dl.id).status, one(conn, dl.id).attempts) == ("resolved", 3)
 
 
 def test_reprocess_ignores_the_watermark_but_keeps_the_stale_rule(conn, write):
-    load(conn, write, [rec(key="a", value=1, ts="2025-01-15T12:00:00"),
-                       rec(key="old", value="abc", ts="2025-01-01T00:00:00"),
-                       rec(key="a", value="abc", ts="2025-01-10T00:00:00")])
+    load(
+        conn,
+        write,
+        [
+            rec(key="a", value=1, ts="2025-01-15T12:00:00"),
+            rec(key="old", value="abc", ts="2025-01-01T00:00:00"),
+            rec(key="a", value="abc", ts="2025-01-10T00:00:00"),
+        ],
+    )
     old_dl, a_dl = dead_letters(conn)
     first = reprocess(conn, [old_dl.id], edited=rec(key="old", value=2, ts="2025-01-01T00:00:00"))
-    assert (first["skipped"], first["inserted"]) == (0, 1)   # older than the watermark, yet loaded
+    assert (first["skipped"], first["inserted"]) == (0, 1)  # older than the watermark, yet loaded
     second = reprocess(conn, [a_dl.id], edited=rec(key="a", value=2, ts="2025-01-10T00:00:00"))
     assert second["stale"] == 1
     assert target(conn)["a"] == ("n", 1.0, "2025-01-15T12:00:00")
     a_dl = one(conn, a_dl.id)
-    assert (a_dl.status, a_dl.outcome) == ("resolved", "stale")   # passing validation resolves it, whatever the outcome
+    assert (a_dl.status, a_dl.outcome) == (
+        "resolved",
+        "stale",
+    )  # passing validation resolves it, whatever the outcome
 
 
 def test_reprocessing_a_resolved_dead_letter_is_refused(conn, write):
-    load(conn, write, [rec(key="k", value="x", ts="2025-01-15T12:00:00"),
-                       rec(key="k", value="y", ts="2025-01-15T13:00:00"),
-                       rec(key="bad", value="z")])
+    load(
+        conn,
+        write,
+        [
+            rec(key="k", value="x", ts="2025-01-15T12:00:00"),
+            rec(key="k", value="y", ts="2025-01-15T13:00:00"),
+            rec(key="bad", value="z"),
+        ],
+    )
     ids = [r.id for r in dead_letters(conn)]
     first = reprocess(conn, ids[:1], edited=rec(key="k", value=1, ts="2025-01-15T12:00:00"))
     second = reprocess(conn, ids[1:2], edited=rec(key="k", value=2, ts="2025-01-15T13:00:00"))
@@ -131,25 +177,39 @@ def test_reprocessing_a_resolved_dead_letter_is_refused(conn, write):
 def test_a_bulk_retry_resolves_duplicates_as_superseded(conn, write):
     soon = canonical(utc_now() + timedelta(hours=2))
     later = canonical(utc_now() + timedelta(hours=3))
-    load(conn, write, [rec(key="k", value=1, ts=soon), rec(key="k", value=2, ts=later), rec(key="j", ts=soon)],
-         settings=Settings(future_tolerance=timedelta(0)))
+    load(
+        conn,
+        write,
+        [rec(key="k", value=1, ts=soon), rec(key="k", value=2, ts=later), rec(key="j", ts=soon)],
+        settings=Settings(future_tolerance=timedelta(0)),
+    )
     ids = [r.id for r in dead_letters(conn)]
     summary = reprocess(conn, ids)
     assert (summary["input_records"], summary["superseded"], summary["inserted"]) == (3, 1, 2)
     assert [(r.status, r.outcome) for r in dead_letters(conn)] == [
-        ("resolved", "superseded"), ("resolved", "inserted"), ("resolved", "inserted")]
+        ("resolved", "superseded"),
+        ("resolved", "inserted"),
+        ("resolved", "inserted"),
+    ]
     assert target(conn)["k"][1] == 2.0
 
 
 def test_a_malformed_line_can_be_retried_with_an_edit(conn, write):
     from app.pipeline import run_file
 
-    run_file(conn, write("in.jsonl", '{"key": "a", "name": "n", "value": 1, "ts": "2025-01-15T12:00:00"}\n{"key": "b",\n'))
+    run_file(
+        conn,
+        write(
+            "in.jsonl", '{"key": "a", "name": "n", "value": 1, "ts": "2025-01-15T12:00:00"}\n{"key": "b",\n'
+        ),
+    )
     (dl,) = dead_letters(conn)
     assert (dl.error, dl.raw, dl.line) == ("malformed_json", '{"key": "b",', 2)
     unchanged = reprocess(conn, [dl.id])
     assert unchanged["rejected"] == 1 and one(conn, dl.id).error == "malformed_json"
-    fixed = reprocess(conn, [dl.id], edited=parse_edit('{"key": "b", "name": "n", "value": 1, "ts": "2025-01-15T12:00:00"}'))
+    fixed = reprocess(
+        conn, [dl.id], edited=parse_edit('{"key": "b", "name": "n", "value": 1, "ts": "2025-01-15T12:00:00"}')
+    )
     assert fixed["inserted"] == 1
     assert one(conn, dl.id).status == "resolved"
 
@@ -170,15 +230,20 @@ def test_discard_with_a_reason_and_reopen_are_recorded_in_lineage(conn, write):
     assert one(conn, a).status == "open"
     with pytest.raises(DeadLetterError):
         reopen(conn, [a])
-    entries = fetch(conn, "SELECT run_id, key, step, detail, dead_letter_id, actor FROM lineage "
-                          "WHERE step IN ('discarded', 'reopened') ORDER BY id")
+    entries = fetch(
+        conn,
+        "SELECT run_id, key, step, detail, dead_letter_id, actor FROM lineage "
+        "WHERE step IN ('discarded', 'reopened') ORDER BY id",
+    )
     assert [tuple(e) for e in entries] == [
         (None, "a", "discarded", "discarded: test data", a, "ops"),
         (None, "", "discarded", "discarded: test data", b, "ops"),
         (None, "a", "reopened", "reopened", a, "ops"),
     ]
     assert discard(conn, [a]) == 1
-    assert fetch(conn, "SELECT detail FROM lineage WHERE step = 'discarded' ORDER BY id DESC LIMIT 1") == [("discarded",)]
+    assert fetch(conn, "SELECT detail FROM lineage WHERE step = 'discarded' ORDER BY id DESC LIMIT 1") == [
+        ("discarded",)
+    ]
     # A reopened dead letter can be retried.
     reopen(conn, [a])
     assert reprocess(conn, [a], edited=rec(key="a", value=1))["inserted"] == 1

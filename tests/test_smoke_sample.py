@@ -1,4 +1,5 @@
-"""The seed's sample and a generated file: the summary, lineage, and the conservation laws against the database."""
+"""The seed's sample and generated files: the summary, lineage, and conservation laws against the database."""
+
 import json
 import subprocess
 import sys
@@ -21,13 +22,22 @@ def test_sample_gives_the_seed_summary_then_skips_six(conn):
     assert sorted(step for step, _ in entries) == ["inserted"] * 5 + ["rejected"] * 2 + ["staged"] * 5
     assert sorted(key for step, key in entries if step == "rejected") == ["", "evt-004"]
     assert fetch(conn, "SELECT pos, key, error, detail FROM dead_letters ORDER BY pos") == [
-        (4, None, "missing_key", "key is empty"), (5, "evt-004", "invalid_value", "value 'abc' is not a number")]
+        (4, None, "missing_key", "key is empty"),
+        (5, "evt-004", "invalid_value", "value 'abc' is not a number"),
+    ]
     again = run_file(conn, SAMPLE_INPUT)
-    assert (again["skipped"], again["staged"], again["unchanged"], again["loaded"], again["rejected"],
-            again["dead_letters"]) == (6, 1, 1, 0, 0, 0)
+    assert (
+        again["skipped"],
+        again["staged"],
+        again["unchanged"],
+        again["loaded"],
+        again["rejected"],
+        again["dead_letters"],
+    ) == (6, 1, 1, 0, 0, 0)
     assert again["watermark"] == "2025-01-15T12:00:00"
-    assert fetch(conn, "SELECT key FROM lineage WHERE run_id = :r AND step = 'unchanged'", r=again["run_id"]) == \
-        [("evt-005",)]
+    assert fetch(
+        conn, "SELECT key FROM lineage WHERE run_id = :r AND step = 'unchanged'", r=again["run_id"]
+    ) == [("evt-005",)]
 
 
 def make_records(tmp_path, name, n, *args) -> str:
@@ -39,18 +49,35 @@ def make_records(tmp_path, name, n, *args) -> str:
 def check_against_the_database(conn, summary) -> None:
     """Conservation laws of SPEC §2, and every count equal to what the run wrote."""
     assert summary["input_records"] == summary["skipped"] + summary["rejected"] + summary["staged"]
-    assert summary["staged"] == (summary["superseded"] + summary["inserted"] + summary["updated"]
-                                 + summary["unchanged"] + summary["stale"])
-    per_step = dict(fetch(conn, "SELECT step, count(*) FROM lineage WHERE run_id = :r GROUP BY step", r=summary["run_id"]))
+    assert summary["staged"] == (
+        summary["superseded"]
+        + summary["inserted"]
+        + summary["updated"]
+        + summary["unchanged"]
+        + summary["stale"]
+    )
+    per_step = dict(
+        fetch(conn, "SELECT step, count(*) FROM lineage WHERE run_id = :r GROUP BY step", r=summary["run_id"])
+    )
     assert {step: per_step.get(step, 0) for step in STEPS} == {step: summary[step] for step in STEPS}
     assert sum(per_step.values()) == summary["lineage_entries"]
     # Every record read has an entry at its position; a staged record has exactly two.
-    assert scalar(conn, "SELECT count(DISTINCT pos) FROM lineage WHERE run_id = :r", r=summary["run_id"]) == \
-        summary["input_records"]
-    assert scalar(conn, "SELECT count(*) FROM dead_letters WHERE run_id = :r", r=summary["run_id"]) == \
-        summary["dead_letters"]
-    assert scalar(conn, "SELECT count(*) FROM lineage WHERE run_id = :r AND step = 'rejected' "
-                        "AND dead_letter_id IS NULL", r=summary["run_id"]) == 0
+    assert (
+        scalar(conn, "SELECT count(DISTINCT pos) FROM lineage WHERE run_id = :r", r=summary["run_id"])
+        == summary["input_records"]
+    )
+    assert (
+        scalar(conn, "SELECT count(*) FROM dead_letters WHERE run_id = :r", r=summary["run_id"])
+        == summary["dead_letters"]
+    )
+    assert (
+        scalar(
+            conn,
+            "SELECT count(*) FROM lineage WHERE run_id = :r AND step = 'rejected' AND dead_letter_id IS NULL",
+            r=summary["run_id"],
+        )
+        == 0
+    )
     assert summary["watermark"] == scalar(conn, "SELECT max(ts) FROM target")
 
 
@@ -62,20 +89,39 @@ def test_conservation_on_generated_files_matches_the_database(conn, tmp_path):
     assert scalar(conn, "SELECT count(*) FROM target") == first["inserted"]
     assert scalar(conn, "SELECT sum(sightings) FROM dead_letters") == first["rejected"]
     # A second file, JSON Lines and gzip, overlapping the first in keys and time.
-    second = run_file(conn, make_records(tmp_path, "second.ndjson.gz", 10_000, "--seed", "8", "--format", "ndjson",
-                                         "--gzip", "--start", "2024-01-01T04:00:00"))
+    second = run_file(
+        conn,
+        make_records(
+            tmp_path,
+            "second.ndjson.gz",
+            10_000,
+            "--seed",
+            "8",
+            "--format",
+            "ndjson",
+            "--gzip",
+            "--start",
+            "2024-01-01T04:00:00",
+        ),
+    )
     check_against_the_database(conn, second)
     assert second["skipped"] > 0 and second["updated"] > 0 and second["inserted"] > 0
     assert scalar(conn, "SELECT count(*) FROM target") == first["inserted"] + second["inserted"]
-    assert scalar(conn, "SELECT count(*) FROM target WHERE run_id = :r", r=second["run_id"]) == \
-        second["inserted"] + second["updated"]
+    assert (
+        scalar(conn, "SELECT count(*) FROM target WHERE run_id = :r", r=second["run_id"])
+        == second["inserted"] + second["updated"]
+    )
     assert scalar(conn, "SELECT sum(sightings) FROM dead_letters") == first["rejected"] + second["rejected"]
     # A backfill of the second file: nothing skipped, and the stale rule decides instead.
     backfill = run_file(conn, tmp_path / "second.ndjson.gz", options=Options(ignore_watermark=True))
     check_against_the_database(conn, backfill)
     assert (backfill["input_records"], backfill["skipped"]) == (10_000, 0)
     assert backfill["unchanged"] > 0 and backfill["stale"] > 0
-    assert scalar(conn, "SELECT count(*) FROM target") == first["inserted"] + second["inserted"] + backfill["inserted"]
+    assert (
+        scalar(conn, "SELECT count(*) FROM target")
+        == first["inserted"] + second["inserted"] + backfill["inserted"]
+    )
+
 
 def test_cli_run_prints_summary(runner, tmp_path):
     out = tmp_path / "summary.json"
