@@ -82,8 +82,15 @@ def check_against_the_database(conn, summary) -> None:
 
 
 def test_conservation_on_generated_files_matches_the_database(conn, tmp_path):
-    first = run_file(conn, make_records(tmp_path, "first.json", 20_000, "--seed", "7"))
+    path = make_records(tmp_path, "first.json", 20_000, "--seed", "7")
+    seen = []
+    first = run_file(conn, path, progress=lambda *args: seen.append(args))
     assert first["status"] == "succeeded" and first["input_records"] == 20_000
+    # Progress while reading: every 20k records, with how far into the file the reader is.
+    reading = [(records, nbytes) for phase, records, nbytes in seen if phase == "reading"]
+    assert any(records == 20_000 and 0 < nbytes <= path.stat().st_size for records, nbytes in reading)
+    assert [b for _, b in reading] == sorted(b for _, b in reading)
+    assert seen[-1][:2] == ("done", 20_000)
     assert first["rejected"] > 500 and first["superseded"] > 1000 and first["inserted"] > 10_000
     check_against_the_database(conn, first)
     assert scalar(conn, "SELECT count(*) FROM target") == first["inserted"]
