@@ -93,7 +93,8 @@ def test_upload_json_lines_and_gzip_raw_bodies(client, app):
     lines = b'{"key": "a", "name": "n", "value": 1, "ts": "2025-01-01T00:00:00Z"}\n' \
             b'{"key": "b", "name": "n", "value": 2, "ts": "2025-01-02T00:00:00Z"}\n'
     first = upload(client, lines, "?filename=two.jsonl", content_type="application/x-ndjson")
-    second = upload(client, gzip.compress(b'[{"key": "c", "name": "n", "value": 3, "ts": "2025-01-03 00:00"}]'),
+    packed = gzip.compress(b'[{"key": "c", "name": "n", "value": 3, "ts": "2025-01-03 00:00"}]')
+    second = upload(client, packed,
                     content_type="application/gzip")
     assert (first.status_code, second.status_code) == (202, 202)
     assert first.get_json()["source_name"] == "two.jsonl"
@@ -103,8 +104,10 @@ def test_upload_json_lines_and_gzip_raw_bodies(client, app):
 
 
 def test_upload_options_are_query_parameters(client, app):
-    response = upload(client, SAMPLE_INPUT.read_bytes(), "?dry_run=true&max_reject_rate=0.5&ignore_watermark=true")
-    assert response.get_json()["options"] == {"dry_run": True, "max_reject_rate": 0.5, "ignore_watermark": True}
+    response = upload(client, SAMPLE_INPUT.read_bytes(),
+                      "?dry_run=true&max_reject_rate=0.5&ignore_watermark=true")
+    options = {"dry_run": True, "max_reject_rate": 0.5, "ignore_watermark": True}
+    assert response.get_json()["options"] == options
     run = wait_for(client, response.headers["Location"], app)
     assert run["summary"]["dry_run"] is True and run["summary"]["inserted"] == 5
     assert client.get("/api/target").get_json()["items"] == []  # a dry run keeps nothing
@@ -118,7 +121,8 @@ def test_reject_threshold_fails_the_run_with_its_counts(client, app):
 
 
 def test_malformed_file_is_accepted_and_its_run_fails_saying_where(client, app):
-    response = upload(client, b'[{"key": "a", "name": "n", "value": 1, "ts": "2025-01-01T00:00:00"},\n  {"key": ]')
+    response = upload(client, b'[{"key": "a", "name": "n", "value": 1, "ts": "2025-01-01T00:00:00"},\n'
+                                b'  {"key": ]')
     assert response.status_code == 202
     run = wait_for(client, response.headers["Location"], app)
     assert run["status"] == "failed"
@@ -126,7 +130,8 @@ def test_malformed_file_is_accepted_and_its_run_fails_saying_where(client, app):
 
 
 def test_upload_that_cannot_start_json_is_refused_with_415(client):
-    assert_error(upload(client, b"key,name,value,ts\n", content_type="application/octet-stream"), 415, "not_json")
+    assert_error(upload(client, b"key,name,value,ts\n", content_type="application/octet-stream"),
+                 415, "not_json")
     gz = client.post("/api/runs", data={"file": (io.BytesIO(b"\x00\x01binary"), "x.bin")},
                      content_type="multipart/form-data")
     assert_error(gz, 415, "not_json")
@@ -136,7 +141,8 @@ def test_upload_that_cannot_start_json_is_refused_with_415(client):
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
 def test_raw_upload_must_declare_a_json_or_gzip_media_type(client, content_type):
     # A cross-site HTML form can send these types, and only these (besides multipart).
-    response = client.post("/api/runs", data=b"[]", headers={"Content-Type": content_type} if content_type else {})
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post("/api/runs", data=b"[]", headers=headers)
     assert_error(response, 415, "unsupported_media_type")
 
 
@@ -187,7 +193,8 @@ def test_run_shows_progress_while_running_and_summary_when_done(client, app):
     run_id = upload(client, SAMPLE_INPUT.read_bytes()).get_json()["id"]
     assert svc.claim_next() == run_id
     # What the pipeline's progress callback writes mid-run, as the executor's reporter does.
-    ProgressReporter(svc.progress_dir / f"{run_id}.json", run_id, 571, threading.Event())("reading", 20000, 300)
+    reporter = ProgressReporter(svc.progress_dir / f"{run_id}.json", run_id, 571, threading.Event())
+    reporter("reading", 20000, 300)
     running = client.get(f"/api/runs/{run_id}").get_json()
     assert running["status"] == "running" and running["summary"] is None
     assert running["progress"]["phase"] == "reading" and running["progress"]["records"] == 20000
@@ -222,7 +229,8 @@ def test_cancel_then_retry(client, app):
                                           ("post", "/api/dead-letters/999/reprocess"),
                                           ("post", "/api/dead-letters/999/discard"),
                                           ("post", "/api/dead-letters/999/reopen"),
-                                          ("get", "/api/lineage/never-seen"), ("get", "/api/watermarks/other"),
+                                          ("get", "/api/lineage/never-seen"),
+                                          ("get", "/api/watermarks/other"),
                                           ("put", "/api/watermarks/other"), ("get", "/api/nothing-here")])
 def test_unknown_resources_are_404_json(client, method, path):
     assert_error(getattr(client, method)(path), 404, "not_found")
@@ -269,15 +277,16 @@ def test_target_exports_the_whole_view_as_csv_with_the_formula_guard_and_as_json
     assert "attachment" in response.headers["Content-Disposition"]
     lines = response.get_data(as_text=True).splitlines()
     assert lines[0] == "key,name,value,ts,updated_at,run_id"
-    assert [line.split(",")[:3] for line in lines[1:]] == [["k00", "'=SUM(A1)", "0"], ["k04", "'=SUM(A1)", "6"],
-                                                           ["k08", "'=SUM(A1)", "12"]]
+    assert [line.split(",")[:3] for line in lines[1:]] == [
+        ["k00", "'=SUM(A1)", "0"], ["k04", "'=SUM(A1)", "6"],
+        ["k08", "'=SUM(A1)", "12"]]
     rows = client.get("/api/target?format=json&sort=ts&order=desc").get_json()
     assert len(rows) == 13 and rows[0]["key"] == "k11" and rows[-1]["key"] == "dir/file"
 
 
 def test_lineage_of_a_key_with_a_slash_and_its_pages(client, app, target_rows):
-    wait_for(client, upload(client, b'[{"key": "dir/file", "name": "x", "value": 1, "ts": "2025-03-01T00:00:00"}]')
-             .headers["Location"], app)
+    again = upload(client, b'[{"key": "dir/file", "name": "x", "value": 1, "ts": "2025-03-01T00:00:00"}]')
+    wait_for(client, again.headers["Location"], app)
     first = client.get("/api/lineage/dir/file?limit=2").get_json()
     assert first["target"]["name"] == "x"
     assert [e["step"] for e in first["items"]] == ["updated", "staged"]
@@ -354,14 +363,16 @@ def test_bulk_actions_need_the_count_the_caller_was_shown(client, loaded):
     error = assert_error(client.post("/api/dead-letters/discard", json={"filter": {}, "confirm": 5}),
                          409, "count_mismatch")
     assert error["count"] == 2
-    assert_error(client.post("/api/dead-letters/discard", json={"filter": {"error": "nope"}, "confirm": 1}), 400)
+    bad_filter = {"filter": {"error": "nope"}, "confirm": 1}
+    assert_error(client.post("/api/dead-letters/discard", json=bad_filter), 400)
     assert_error(client.post("/api/dead-letters/discard", json={"filter": {}}), 400)
     assert_error(client.post("/api/dead-letters/discard"), 400)
     response = client.post("/api/dead-letters/discard",
                            json={"filter": {"error": "missing_key"}, "confirm": 1, "reason": "no key"})
     assert response.get_json() == {"count": 1, "run": None}
 
-    response = client.post("/api/dead-letters/reprocess", json={"filter": {"run": loaded["id"]}, "confirm": 1})
+    by_run = {"filter": {"run": loaded["id"]}, "confirm": 1}
+    response = client.post("/api/dead-letters/reprocess", json=by_run)
     assert response.status_code == 200
     body = response.get_json()
     assert body["count"] == 1 and body["run"]["input_records"] == 1 and body["run"]["rejected"] == 1
@@ -385,7 +396,8 @@ def test_watermarks_show_preview_set_and_reset(client, loaded):
     response = client.put("/api/watermarks/events_ts", json={"value": "2025-01-12T00:00:00Z"})
     assert response.status_code == 200 and response.get_json()["value"] == "2025-01-12T00:00:00"
     assert response.get_json()["history"][0]["via"] == "api"
-    assert_error(client.put("/api/watermarks/events_ts", json={"value": "2999-01-01T00:00:00"}), 422, "invalid")
+    future = {"value": "2999-01-01T00:00:00"}
+    assert_error(client.put("/api/watermarks/events_ts", json=future), 422, "invalid")
     assert_error(client.put("/api/watermarks/events_ts", json={}), 400)
     assert_error(client.put("/api/watermarks/events_ts", data="2025", content_type="text/plain"), 415)
 

@@ -47,11 +47,13 @@ RAW_UPLOAD_TYPES = ("application/json", "application/x-ndjson", "application/jso
 ERROR_NAMES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid"}
 RUN_FIELDS = ("id", "kind", "status", "source_name", "source_size", "source_sha256", "retry_of_id",
-              "same_file_run_id", "dead_letter_id", "queued_at", "started_at", "finished_at", "file_removed_at",
+              "same_file_run_id", "dead_letter_id", "queued_at", "started_at", "finished_at",
+              "file_removed_at",
               "cancel_requested", "error")
 TARGET_FIELDS = ("key", "name", "value", "ts", "updated_at", "run_id")
 DEAD_LETTER_FIELDS = ("id", "run_id", "last_run_id", "pos", "line", "key", "error", "detail", "raw", "status",
-                      "created_at", "updated_at", "attempts", "sightings", "outcome", "resolved_run_id", "reason")
+                      "created_at", "updated_at", "attempts", "sightings", "outcome", "resolved_run_id",
+                      "reason")
 LINEAGE_FIELDS = ("id", "run_id", "pos", "line", "key", "step", "at", "detail", "dead_letter_id", "actor")
 HISTORY_FIELDS = ("id", "old_value", "new_value", "at", "via", "run_id", "actor")
 WATERMARK_NAMES = (wm.NAME,)
@@ -84,7 +86,8 @@ def _text(max_length: int = 1024, **more) -> dict:
     return {"type": "string", "maxLength": max_length, "pattern": TEXT_PATTERN, **more}
 
 
-LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": queries.MAX_PAGE, "default": queries.PAGE},
+LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": queries.MAX_PAGE,
+                        "default": queries.PAGE},
               "How many items per page.")
 CURSOR = Param("cursor", _text(4096), "The `next` cursor of the previous page (opaque).")
 FORMAT = Param("format", {"type": "string", "enum": ["csv", "json"]},
@@ -96,9 +99,11 @@ UPLOAD_PARAMS = (
     Param("max_reject_rate", {"type": "number", "minimum": 0, "maximum": 1},
           "Fail the run, loading nothing, when a larger share of its records is rejected."),
     Param("dry_run", BOOL, "Compute and report everything, keep nothing but the run's record."),
-    Param("filename", _text(255), "The source name recorded for a raw-body upload (multipart uses the part's)."),
+    Param("filename", _text(255),
+          "The source name recorded for a raw-body upload (multipart uses the part's)."),
 )
-RUNS_PARAMS = (Param("status", {"type": "string", "enum": list(queries.RUN_STATUSES)}, "Only runs in this status."),
+RUNS_PARAMS = (Param("status", {"type": "string", "enum": list(queries.RUN_STATUSES)},
+                     "Only runs in this status."),
                CURSOR, LIMIT)
 TARGET_PARAMS = (
     Param("key", _text(256), "Key prefix."),
@@ -199,7 +204,8 @@ def _json_body(fields: tuple, required: bool = False) -> dict:
             raise ApiError(400, "bad_request", "a JSON object body is required")
         return {}
     if request.mimetype not in JSON_TYPES:
-        raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
+        raise ApiError(415, "unsupported_media_type",
+                       "send the body as JSON with Content-Type: application/json")
     try:
         body = json.loads(data, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
@@ -213,7 +219,8 @@ def _json_body(fields: tuple, required: bool = False) -> dict:
 def _only(obj: dict, fields: tuple, what: str) -> None:
     unknown = sorted(set(obj) - set(fields))
     if unknown:
-        raise ApiError(400, "bad_request", f"{what} has unknown fields: {', '.join(map(repr, unknown))[:200]}; "
+        raise ApiError(400, "bad_request",
+                       f"{what} has unknown fields: {', '.join(map(repr, unknown))[:200]}; "
                        f"it may have {', '.join(fields)}")
 
 
@@ -247,7 +254,8 @@ def _gate():
         return
     site = request.headers.get("Sec-Fetch-Site")
     origin = request.headers.get("Origin")
-    if site in ("cross-site", "same-site") or (origin is not None and urlsplit(origin).netloc != request.host):
+    foreign_origin = origin is not None and urlsplit(origin).netloc != request.host
+    if site in ("cross-site", "same-site") or foreign_origin:
         raise ApiError(403, "cross_site",
                        "requests from another site's pages cannot change data through the API")
 
@@ -401,7 +409,8 @@ def create_run():
     elif request.mimetype in RAW_UPLOAD_TYPES:
         stream, filename = request.stream, args.filename or "upload"
     else:
-        raise ApiError(415, "unsupported_media_type", "send the file as multipart field 'file', or as the body "
+        raise ApiError(415, "unsupported_media_type",
+                       "send the file as multipart field 'file', or as the body "
                        "with Content-Type " + ", ".join(RAW_UPLOAD_TYPES))
     if "\x00" in filename:
         raise ApiError(400, "bad_request", "the file name must not contain NUL")
@@ -540,7 +549,8 @@ def reprocess_dead_letter(dl_id: int):
     edited = _edited(_json_body(("raw",)))
     with db.engine.connect() as conn:
         try:
-            summary = dead_letter_actions.reprocess(conn, [dl_id], edited=edited, settings=_settings(), via="api")
+            summary = dead_letter_actions.reprocess(conn, [dl_id], edited=edited, settings=_settings(),
+                                                    via="api")
         except DeadLetterError as exc:
             raise _dead_letter_error(exc) from None
         except RunFailed as exc:
@@ -589,7 +599,8 @@ def _bulk_selection(body: dict) -> list[int]:
         raise ApiError(400, "bad_request", "filter 'run' must be a run id")
     ids = _read(queries.dead_letter_ids, error=error, status="open", run_id=run)
     if confirm != len(ids):
-        raise ApiError(409, "count_mismatch", f"{len(ids)} open dead letters match this filter, not {confirm}; "
+        raise ApiError(409, "count_mismatch",
+                       f"{len(ids)} open dead letters match this filter, not {confirm}; "
                        f"send \"confirm\": {len(ids)} to act on them", count=len(ids))
     return ids
 
@@ -645,7 +656,8 @@ def watermark_json(page: dict) -> dict:
 def list_watermarks():
     """Every watermark with its value and latest history."""
     args = parse_args((LIMIT,))
-    items = [watermark_json(_read(queries.watermark_page, name=name, limit=args.limit)) for name in WATERMARK_NAMES]
+    items = [watermark_json(_read(queries.watermark_page, name=name, limit=args.limit))
+             for name in WATERMARK_NAMES]
     return jsonify({"items": items, "next": None})
 
 
@@ -654,8 +666,8 @@ def get_watermark(name: str):
     """One watermark with its history, newest first, one keyset page at a time."""
     args = parse_args(PAGE_PARAMS)
     _id_cursor(args.cursor)
-    return jsonify(watermark_json(_read(queries.watermark_page, name=_watermark_name(name), cursor=args.cursor,
-                                        limit=args.limit)))
+    page = _read(queries.watermark_page, name=_watermark_name(name), cursor=args.cursor, limit=args.limit)
+    return jsonify(watermark_json(page))
 
 
 @bp.get("/watermarks/<name>/preview")
@@ -675,7 +687,8 @@ def preview_watermark(name: str):
 def set_watermark(name: str):
     """Set the watermark to an operator's value (a past or present timestamp, any direction)."""
     _watermark_name(name)
-    value = _field(_json_body(("value",), required=True), "value", (str,), "a timestamp string", required=True)
+    body = _json_body(("value",), required=True)
+    value = _field(body, "value", (str,), "a timestamp string", required=True)
     with db.engine.connect() as conn:
         try:
             wm.set_value(conn, value, via="api", name=name)

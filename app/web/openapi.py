@@ -13,7 +13,8 @@ NULLABLE_STR = {"type": ["string", "null"]}
 NULLABLE_INT = {"type": ["integer", "null"]}
 TIME = {"type": "string", "description": "UTC, YYYY-MM-DDTHH:MM:SS[.ffffff]"}
 NULLABLE_TIME = {"type": ["string", "null"], "description": TIME["description"]}
-CURSOR_OUT = {"type": ["string", "null"], "description": "Pass as `cursor` for the next page; null on the last."}
+CURSOR_OUT = {"type": ["string", "null"],
+              "description": "Pass as `cursor` for the next page; null on the last."}
 
 
 def _ref(name: str) -> dict:
@@ -38,7 +39,8 @@ COUNTS = ("input_records", "skipped", "rejected", "staged", "superseded", "inser
 
 SCHEMAS = {
     "Error": _obj({"error": _obj({"code": {"type": "string"}, "message": {"type": "string"},
-                                  "count": {"type": "integer", "description": "count_mismatch: the current count"}},
+                                  "count": {"type": "integer",
+                                            "description": "count_mismatch: the current count"}},
                                  required=["code", "message"])}),
     "Options": _obj({"ignore_watermark": {"type": "boolean"}, "max_reject_rate": {"type": ["number", "null"]},
                      "dry_run": {"type": "boolean"}}),
@@ -47,8 +49,10 @@ SCHEMAS = {
                      description="Live progress of a running run."),
     "Summary": _obj({"run_id": {"type": "integer"}, "status": {"type": "string"},
                      **{c: {"type": "integer"} for c in COUNTS},
-                     "watermark_before": NULLABLE_TIME, "watermark": NULLABLE_TIME, "dry_run": {"type": "boolean"},
-                     "error": NULLABLE_STR}, description="Every count of the run (SPEC §2) and the seed's keys."),
+                     "watermark_before": NULLABLE_TIME, "watermark": NULLABLE_TIME,
+                     "dry_run": {"type": "boolean"},
+                     "error": NULLABLE_STR},
+                    description="Every count of the run (SPEC §2) and the seed's keys."),
     "Run": _obj({
         "id": {"type": "integer"}, "kind": {"type": "string", "enum": list(KINDS)},
         "status": {"type": "string", "enum": list(queries.RUN_STATUSES)},
@@ -67,9 +71,11 @@ SCHEMAS = {
                           "at": TIME, "detail": {"type": "string"}, "dead_letter_id": NULLABLE_INT,
                           "actor": NULLABLE_STR}),
     "HistoryEntry": _obj({"id": {"type": "integer"}, "old_value": NULLABLE_TIME, "new_value": NULLABLE_TIME,
-                          "at": TIME, "via": {"type": "string"}, "run_id": NULLABLE_INT, "actor": NULLABLE_STR}),
+                          "at": TIME, "via": {"type": "string"}, "run_id": NULLABLE_INT,
+                          "actor": NULLABLE_STR}),
     "Watermark": _obj({"name": {"type": "string"}, "value": NULLABLE_TIME, "updated_at": NULLABLE_TIME,
-                       "history": {"type": "array", "items": _ref("HistoryEntry")}, "history_next": CURSOR_OUT,
+                       "history": {"type": "array", "items": _ref("HistoryEntry")},
+                       "history_next": CURSOR_OUT,
                        "url": {"type": "string"}}),
 }
 DEAD_LETTER = {
@@ -128,7 +134,8 @@ def _json(schema: dict) -> dict:
     return {"application/json": {"schema": schema}}
 
 
-def _op(op_id: str, summary: str, ok: tuple, *, errors=(400,), params=(), path=(), body=None, tag: str) -> dict:
+def _op(op_id: str, summary: str, ok: tuple, *, errors=(400,), params=(), path=(), body=None,
+        tag: str) -> dict:
     status, description, schema = ok[:3]
     response = {"description": description, "content": ok[3] if len(ok) > 3 else _json(schema)}
     if status in (201, 202) and op_id in ("createRun", "retryRun"):
@@ -158,7 +165,8 @@ RAW_SCHEMAS = {"application/json": {}, "application/x-ndjson": {"type": "string"
                "application/jsonl": {"type": "string"}}
 UPLOAD_BODY = {"required": False, "content": {
     "multipart/form-data": {"schema": _obj({"file": {"type": "string", "format": "binary"}})},
-    **{t: {"schema": RAW_SCHEMAS.get(t, {"type": "string", "format": "binary"})} for t in api.RAW_UPLOAD_TYPES},
+    **{t: {"schema": RAW_SCHEMAS.get(t, {"type": "string", "format": "binary"})}
+       for t in api.RAW_UPLOAD_TYPES},
 }}
 
 DESCRIPTION = """Everything the Sluice dashboard does, over JSON (SPEC §9). Times are UTC.
@@ -181,17 +189,22 @@ def document() -> dict:
     paths = {
         "/api/runs": {
             "post": _op("createRun", "Upload a file: queue a run", (202, "The queued run.", _ref("Run")),
-                        errors=(400, *MUTATING, 413, 415), params=api.UPLOAD_PARAMS, body=UPLOAD_BODY, tag="runs"),
-            "get": _op("listRuns", "The run history, newest first", (200, "A page of runs.", _page(_ref("Run"))),
+                        errors=(400, *MUTATING, 413, 415), params=api.UPLOAD_PARAMS,
+                        body=UPLOAD_BODY, tag="runs"),
+            "get": _op("listRuns", "The run history, newest first",
+                       (200, "A page of runs.", _page(_ref("Run"))),
                        params=api.RUNS_PARAMS, tag="runs"),
         },
-        "/api/runs/{run_id}": {"get": _op("getRun", "A run: progress while it runs, summary when done", run_ok,
-                                          errors=(404,), path=[RUN_ID], tag="runs")},
+        "/api/runs/{run_id}": {"get": _op(
+            "getRun", "A run: progress while it runs, summary when done", run_ok,
+            errors=(404,), path=[RUN_ID], tag="runs")},
         "/api/runs/{run_id}/cancel": {"post": _op(
-            "cancelRun", "Cancel a queued or running run", (202, "The run, cancelled or stopping.", _ref("Run")),
+            "cancelRun", "Cancel a queued or running run",
+            (202, "The run, cancelled or stopping.", _ref("Run")),
             errors=(*MUTATING, 404, 409), path=[RUN_ID], tag="runs")},
         "/api/runs/{run_id}/retry": {"post": _op(
-            "retryRun", "Retry a failed or cancelled run from its kept file", (202, "The new run.", _ref("Run")),
+            "retryRun", "Retry a failed or cancelled run from its kept file",
+            (202, "The new run.", _ref("Run")),
             errors=(*MUTATING, 404, 409), path=[RUN_ID], tag="runs")},
         "/api/target": {"get": _op(
             "listTarget", "The target table: search, sort, pages; or the whole view as CSV or JSON",
@@ -207,7 +220,8 @@ def document() -> dict:
         "/api/dead-letters": {"get": _op(
             "listDeadLetters", "Dead letters, newest first, with counts per error code; or exported",
             (200, "A page of dead letters, or the streamed export.", None, _export(
-                _page(_ref("DeadLetter"), counts={"type": "object", "additionalProperties": {"type": "integer"}}),
+                _page(_ref("DeadLetter"),
+                      counts={"type": "object", "additionalProperties": {"type": "integer"}}),
                 "DeadLetterExport")),
             params=api.DEAD_LETTER_PARAMS, tag="dead letters")},
         "/api/dead-letters/{dl_id}": {"get": _op("getDeadLetter", "One dead letter with its history", dl_ok,
@@ -259,7 +273,8 @@ def document() -> dict:
                                         "rows_at_or_after": {"type": "integer"}})),
             errors=(400, 404, 422), params=api.PREVIEW_PARAMS, path=[WM_NAME], tag="watermarks")},
         "/api/openapi.json": {"get": _op("openapi", "This document",
-                                         (200, "The OpenAPI document.", {"type": "object"}), errors=(), tag="meta")},
+                                         (200, "The OpenAPI document.", {"type": "object"}), errors=(),
+                                         tag="meta")},
     }
     return {
         "openapi": "3.1.0",
