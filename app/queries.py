@@ -7,10 +7,12 @@ cursor (the last row's sort key plus its primary key); never OFFSET, never a ful
 import base64
 import binascii
 import json
+import math
+import re
 from dataclasses import asdict
 from typing import Iterator
 
-from sqlalchemy import and_, func, literal_column, or_, select, tuple_
+from sqlalchemy import and_, false, func, literal_column, or_, select, tuple_
 from sqlalchemy.engine import Connection
 
 from .models import DeadLetter, Lineage, Run, Target, Watermark, WatermarkHistory
@@ -37,6 +39,29 @@ class BadCursor(ValueError):
     """A cursor that this code did not write (or for another sort)."""
 
 
+# Text no row can hold (NUL, lone surrogates: the pipeline rejects them and PostgreSQL refuses
+# them outright); a search or cursor holding it matches nothing instead of reaching the database.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_INT64 = 2 ** 63
+
+
+def storable(text: str | None) -> bool:
+    """Whether a row could hold this text (no NUL, no unpaired surrogate)."""
+    return text is None or not _UNSTORABLE.search(text)
+
+
+def _valid_cursor_value(value) -> bool:
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -_INT64 <= value < _INT64
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return False
+
+
 def encode_cursor(values) -> str:
     """An opaque, URL-safe cursor for a row's sort key."""
     return base64.urlsafe_b64encode(json.dumps(list(values), separators=(",", ":")).encode()).decode().rstrip("=")
@@ -50,7 +75,7 @@ def decode_cursor(cursor: str | None, size: int) -> list | None:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadCursor("this page link is not valid any more; start from the first page") from None
-    if not isinstance(values, list) or len(values) != size or any(isinstance(v, (list, dict)) for v in values):
+    if not isinstance(values, list) or len(values) != size or not all(map(_valid_cursor_value, values)):
         raise BadCursor("this page link is not valid any more; start from the first page")
     return values
 
@@ -137,7 +162,13 @@ def runs_page(conn: Connection, *, status: str | None = None, cursor: str | None
 
 
 def _one(values):
-    return values if values is None else [int(values[0])]
+    return values if values is None else _ints(values)
+
+
+def _ints(values: list) -> list[int]:
+    if not all(isinstance(v, int) for v in values):
+        raise BadCursor("this page link is not valid any more; start from the first page")
+    return values
 
 
 def run_detail(conn: Connection, run_id: int) -> dict | None:
@@ -166,6 +197,7 @@ def run_status(conn: Connection, run_ids: list[int]) -> list[dict]:
 def run_lineage(conn: Connection, run_id: int, *, cursor: str | None = None, limit: int | None = None) -> dict:
     """The lineage entries a run wrote, in file order, one keyset page at a time."""
     after = decode_cursor(cursor, 2)
+    after = after if after is None else _ints(after)
     query = select(Lineage).where(Lineage.run_id == run_id)
     columns = (func.coalesce(Lineage.pos, 0), Lineage.id)
     limit = _limit(limit)
@@ -193,6 +225,8 @@ def _is_dense(conn: Connection, condition) -> bool:
 
 def _target_query(conn: Connection, key_prefix: str | None, name_prefix: str | None, sort: str):
     query = select(Target.key, Target.name, Target.value, Target.ts, Target.updated_at, Target.run_id)
+    if not (storable(key_prefix) and storable(name_prefix)):
+        return query.where(false())
     leading = TARGET_SORTS[sort][0]
     for column, prefix in ((Target.key, key_prefix), (Target.name, name_prefix)):
         if not prefix:
@@ -258,6 +292,8 @@ def iter_target(conn: Connection, *, key_prefix: str | None = None, name_prefix:
 
 def target_row(conn: Connection, key: str) -> dict | None:
     """The target row of a key, or None."""
+    if not storable(key):
+        return None
     row = conn.execute(select(Target).where(Target.key == key)).first()
     return dict(row._mapping) if row else None
 
@@ -267,7 +303,7 @@ def target_row(conn: Connection, key: str) -> dict | None:
 def lineage_of_key(conn: Connection, key: str, *, cursor: str | None = None, limit: int | None = None) -> dict:
     """A key's current target row and its timeline across runs, newest first, one keyset page at a time."""
     after = _one(decode_cursor(cursor, 1))
-    query = select(Lineage).where(Lineage.key == key)
+    query = select(Lineage).where(Lineage.key == key if storable(key) else false())
     if after is not None:
         query = query.where(Lineage.id < after[0])
     limit = _limit(limit)
@@ -281,6 +317,8 @@ def lineage_of_key(conn: Connection, key: str, *, cursor: str | None = None, lim
 def similar_keys(conn: Connection, key: str, limit: int = 10) -> list[str]:
     """Target keys that start like `key` (for a key that was never seen)."""
     stem = key[: max(1, len(key) - 2)]
+    if not storable(stem):
+        return []
     rows = conn.execute(select(Target.key).where(prefix_range(Target.key, stem)).order_by(Target.key).limit(limit))
     return [k for (k,) in rows]
 
