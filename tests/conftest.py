@@ -33,7 +33,7 @@ def database_template(tmp_path_factory):
         name = f"sluice_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
         admin = make_engine(base, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE \'en-US\' LOCALE \'C.UTF-8\'')  # a linguistic collation, so binary ordering is proven
         url = base.set(database=name).render_as_string(hide_password=False)
         engine = make_engine(url)
         upgrade(engine)
