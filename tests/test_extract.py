@@ -221,7 +221,15 @@ def test_a_file_where_every_record_is_rejected_succeeds(conn, write):
 
 
 @pytest.mark.parametrize(
-    "content", [b"hello", b"<html></html>", b"\xef\xbb\xbfname,value\n", b"PK\x03\x04zip", b"  # comment\n[]"]
+    "content",
+    [
+        b"hello",
+        b"<html></html>",
+        b"\xef\xbb\xbfname,value\n",
+        b"PK\x03\x04zip",
+        b"  # comment\n[]",
+        "[]".encode("utf-16"),
+    ],
 )
 def test_a_file_that_cannot_start_json_is_refused(conn, write, content):
     assert sniff(content[:64]) is not None
