@@ -2,6 +2,7 @@
 import io
 import json
 import os
+import select as io_select
 import signal
 import socket
 import subprocess
@@ -121,9 +122,24 @@ def stop(proc: subprocess.Popen) -> str:
     return out.decode(errors="replace")
 
 
-@pytest.mark.parametrize("phase", ["reading", "committing"])
-def test_sigkill_mid_run_changes_nothing_then_restart_marks_it_interrupted_and_retry_works(
-        app, engine, env, tmp_path, phase):
+def wait_for_line(proc: subprocess.Popen, line: str, timeout: float = 60.0) -> None:
+    """Read the child's output until `line` (bounded: a child that hangs fails the test)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = io_select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            got = proc.stdout.readline().decode(errors="replace").strip()
+            if got == line:
+                return
+            if not got and proc.poll() is not None:
+                break
+    pytest.fail(f"the child did not say {line!r}")
+
+
+# Killed while reading, a live sibling process notices; killed just before the commit, the next start does.
+@pytest.mark.parametrize("phase, noticed_by", [("reading", "sibling"), ("committing", "restart")])
+def test_sigkill_mid_run_changes_nothing_is_marked_interrupted_and_retry_works(
+        app, engine, env, tmp_path, phase, noticed_by):
     svc = app.extensions["sluice_runs"]
     first = make_records(tmp_path / "first.json", 2_000, seed=1)
     big = make_records(tmp_path / "big.jsonl", 60_000, seed=2, start="2024-01-01T00:20:00", fmt="ndjson")
@@ -137,38 +153,42 @@ def test_sigkill_mid_run_changes_nothing_then_restart_marks_it_interrupted_and_r
         run_id = svc.submit(f, "big.jsonl", kind="upload", options=None)
     marker = tmp_path / "marker"
     child = start([sys.executable, str(WORKER), "pause", phase, str(marker)], env)
+    server = None
     try:
         wait_for(marker.exists, f"the child to reach {phase}")
         live = svc.progress(run_id)  # read from this process while the other one holds the run
         assert live["phase"] == phase and live["records"] > 0 and live["file_size"] == big.stat().st_size
         if phase == "reading":
             assert 0 < live["bytes_read"] < big.stat().st_size
+        if noticed_by == "sibling":
+            server = start([sys.executable, str(WORKER), "serve"], env)
+            wait_for_line(server, "ready")  # it has looked for dead workers once: this one lives
         assert run_of(engine, run_id).status == "running"
         child.send_signal(signal.SIGKILL)
         assert child.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.communicate()
 
-    assert snapshot(engine) == before  # nothing of the killed run is visible
-    assert run_of(engine, run_id).status == "running"  # until someone notices the worker is gone
-
-    server = start([sys.executable, str(WORKER), "serve"], env)
-    try:
-        wait_for(lambda: run_of(engine, run_id).status == "failed", "the restart to notice the dead run")
+        if noticed_by == "restart":
+            assert snapshot(engine) == before  # nothing of the killed run is visible
+            assert run_of(engine, run_id).status == "running"  # until someone notices the worker is gone
+            server = start([sys.executable, str(WORKER), "serve"], env)
+        wait_for(lambda: run_of(engine, run_id).status == "failed",
+                 f"the {noticed_by} to notice the dead run")
         run = run_of(engine, run_id)
         assert run.error == "interrupted" and run.finished_at
         assert snapshot(engine) == before
         assert svc.progress(run_id) is None
 
-        retry_id = svc.retry(run_id)  # executed by the restarted process's worker thread
+        retry_id = svc.retry(run_id)  # executed by the other process's worker thread
         wait_for(lambda: finished(engine, [retry_id]), "the retry to run", timeout=90)
         retry = run_of(engine, retry_id)
         assert (retry.status, retry.retry_of_id, retry.input_records) == ("succeeded", run_id, 60_000)
         assert retry.worker.split(":")[1] == str(server.pid)
     finally:
-        stop(server)
+        if child.poll() is None:
+            child.kill()
+        child.communicate()
+        if server is not None:
+            stop(server)
 
 
 def free_port() -> int:

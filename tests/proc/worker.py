@@ -2,7 +2,8 @@
 
     pause PHASE MARKER   execute the queued runs, but at progress PHASE (with records read) write MARKER and
                          hold still until the run is cancelled (then go on) or the process is killed.
-    serve                start the app as a server would (embedded worker thread) and stay up until SIGTERM.
+    serve                start the app as a server would (embedded worker thread, which looks for dead
+                         workers' runs every 0.2 s here) and stay up until SIGTERM.
 
 The database and instance folder come from DATABASE_URL and SLUICE_INSTANCE_PATH.
 """
@@ -42,7 +43,9 @@ def pause(phase: str, marker: str) -> None:
 def serve() -> None:
     os.environ["SLUICE_EMBEDDED_WORKER"] = "1"
     app = create_app()
-    app.extensions["sluice_runs"].executor.poll_seconds = 0.2
+    svc = app.extensions["sluice_runs"]
+    svc.executor.poll_seconds = svc.executor.recover_seconds = 0.2  # notice dead workers quickly
+    svc.recover()  # what the worker thread does at start, done here once before saying "ready"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print("ready", flush=True)
     time.sleep(LIMIT_SECONDS)
