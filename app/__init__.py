@@ -3,7 +3,8 @@ import os
 from datetime import timedelta
 
 from flask import Flask
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from .config import defaults
 from .database import configure_engine
@@ -22,17 +23,24 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
 
+    # A database that cannot be used does not stop the app from starting: the CLI, /healthz and
+    # every page then say what is wrong in one line (503) instead of a traceback.
+    app.config["SLUICE_DB_ERROR"] = None
+    try:
+        make_url(app.config["SQLALCHEMY_DATABASE_URI"]).get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        app.config["SLUICE_DB_ERROR"] = f"DATABASE_URL is not usable: {exc}".splitlines()[0]
+        app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS))
     csrf.init_app(app)
-    app.config["SLUICE_DB_ERROR"] = None
     with app.app_context():
         configure_engine(db.engine)
-        try:
-            upgrade(db.engine)
-        except DBAPIError as exc:  # unreachable, refused, or not a database at all
-            # Keep starting so the CLI and /healthz can say what is wrong in one line.
-            app.config["SLUICE_DB_ERROR"] = str(exc.orig).strip().splitlines()[0]
+        if not app.config["SLUICE_DB_ERROR"]:
+            try:
+                upgrade(db.engine)
+            except DBAPIError as exc:  # unreachable, refused, or not a database at all
+                app.config["SLUICE_DB_ERROR"] = str(exc.orig).strip().splitlines()[0]
 
     from . import cli, runs, web
     web.init_app(app)

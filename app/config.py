@@ -4,6 +4,7 @@ import secrets
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 GiB = 1024 ** 3
 
@@ -11,7 +12,10 @@ GiB = 1024 ** 3
 def database_url(instance_path: str) -> str:
     """Return `DATABASE_URL`, or the default SQLite file in the instance folder, as an absolute URL."""
     raw = os.environ.get("DATABASE_URL") or f"sqlite:///{Path(instance_path) / 'sluice.db'}"
-    url = make_url(raw)
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        return raw  # create_app reports it as an unusable database URL
     # A relative SQLite path would be resolved against the working directory by a plain
     # create_engine but against the instance folder by Flask-SQLAlchemy: make it absolute here.
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":

@@ -57,11 +57,6 @@ def test_a_run_whose_watermark_moved_reads_its_file_again(conn, engine, write):
     assert [r.id for r in runs] == [1, other[1]["run_id"], summary["run_id"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: reprocess checks that a dead letter is open before its run, not under the write lock; "
-    "a concurrent reprocess that resolved it meanwhile is applied a second time",
-)
 def test_a_dead_letter_resolved_meanwhile_is_not_reprocessed_twice(conn, engine, write, monkeypatch):
     load(conn, write, [rec(key="a", value="abc")])
     (dl_id,) = [r.id for r in fetch(conn, "SELECT id FROM dead_letters")]

@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from ..database import write_transaction
-from ..models import Run
+from ..models import DeadLetter, Run
 from . import load, stage, watermark
 from .extract import MAX_RECORD_BYTES, InputError, Item, Reader
 from .validate import canonical, now_text, utc_now
@@ -164,6 +164,15 @@ def _finish_failed(conn: Connection, run_id: int, status: str, message: str) -> 
     _set(conn, run_id, status=status, error=message, finished_at=now_text())
 
 
+def _check_still_open(conn: Connection, ids: list[int]) -> None:
+    """Refuse a reprocess whose dead letters were resolved or discarded since it was requested."""
+    for i in range(0, len(ids), 500):
+        closed = conn.execute(select(DeadLetter.id, DeadLetter.status).where(
+            DeadLetter.id.in_(ids[i:i + 500]), DeadLetter.status != "open").limit(1)).first()
+        if closed:
+            raise InputError(f"dead letter {closed.id} was {closed.status} meanwhile; nothing was reprocessed")
+
+
 def _applied_version(conn: Connection):
     return conn.execute(select(func.max(Run.applied_seq))).scalar()
 
@@ -210,6 +219,8 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
             report("applying", counts.input_records, 0)
             if watermark.current(conn) != wm_before:
                 raise _Restart()
+            if dl_ids:
+                _check_still_open(conn, list(dl_ids.values()))
             if _applied_version(conn) != version:
                 outcomes = load.classify(conn)  # another run applied meanwhile: decide again, under the lock
             for name, n in outcomes.items():

@@ -23,7 +23,8 @@ def _wants_json() -> bool:
 
 def _render(status: int, title: str, message: str):
     if _wants_json():
-        code = {400: "bad_request", 404: "not_found", 413: "too_large", 500: "internal"}.get(status, "error")
+        code = {400: "bad_request", 404: "not_found", 413: "too_large", 500: "internal",
+                503: "database_unavailable"}.get(status, "error")
         return jsonify({"error": {"code": code, "message": message}}), status
     return render_template("errors/error.html", status=status, title=title, message=message), status
 
@@ -56,5 +57,12 @@ def init_app(app: Flask) -> None:
         return _render(500, "Something went wrong", "The server hit an error it did not expect. Nothing was "
                        "changed by this request unless its page says so; try again, and tell an operator if it "
                        "keeps happening.")
+
+    @app.before_request
+    def database_down():
+        error = app.config.get("SLUICE_DB_ERROR")
+        if error and request.endpoint not in ("health.healthz", "static"):
+            return _render(503, "Database unavailable", f"Sluice cannot use its database: {error}. Fix "
+                           "DATABASE_URL or start the database, then restart Sluice.")
 
     app.jinja_env.filters["bytes"] = human_bytes
