@@ -179,10 +179,12 @@ def test_errors_are_one_clear_line(runner, write, tmp_path):
     assert "Missing argument" in usage_error(etl(runner, "discard"))
 
 
-UNREACHABLE = ["sqlite:////nonexistent/dir/x.db", "postgresql://postgres@127.0.0.1:1/test", "not-a-database"]
+UNREACHABLE = ["sqlite:////nonexistent/dir/x.db", "postgresql://postgres@127.0.0.1:1/test", "not-a-database",
+               "mysql://nobody@127.0.0.1/db", "this is not a url"]
 
 
-@pytest.mark.parametrize("url", UNREACHABLE, ids=["sqlite", "postgresql", "sqlite-garbage-file"])
+@pytest.mark.parametrize("url", UNREACHABLE, ids=["sqlite", "postgresql", "sqlite-garbage-file", "no-driver",
+                                                 "not-a-url"])
 def test_an_unreachable_database_is_one_line(tmp_path, monkeypatch, url):
     if url == "not-a-database":
         garbage = tmp_path / "garbage.db"
@@ -200,6 +202,8 @@ def test_an_unreachable_database_is_one_line(tmp_path, monkeypatch, url):
     runner = app.test_cli_runner()
     for args in (["runs"], ["report"], ["watermark"], ["run", str(SAMPLE_INPUT)], ["discard", "1"]):
         assert "the database is unreachable" in one_error_line(etl(runner, *args)), args
+    page = app.test_client().get("/")
+    assert page.status_code == 503 and b"Sluice cannot use its database" in page.data
 
 
 def test_the_real_command_never_prints_a_traceback(tmp_path):
