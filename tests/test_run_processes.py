@@ -2,6 +2,7 @@
 import io
 import json
 import os
+import random
 import select as io_select
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,17 +20,26 @@ from sqlalchemy import select, text
 from app.models import Run
 from app.pipeline import run_file
 
-from .conftest import SHARED, TABLES
+from .conftest import TABLES
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).parent / "proc" / "worker.py"
-MAKE_RECORDS = SHARED / "bench" / "make_records.py"
 
 
 def make_records(path: Path, n: int, *, seed: int, start: str = "2024-01-01T00:00:00", fmt="json") -> Path:
-    subprocess.run([sys.executable, str(MAKE_RECORDS), str(n), str(path), "--seed", str(seed),
-                    "--start", start, "--format", fmt], check=True, capture_output=True)
+    """A file of `n` records like a real feed: a fifth repeat earlier keys, a few are invalid."""
+    rng, origin = random.Random(seed), datetime.fromisoformat(start)
+    lines = []
+    for i in range(n):
+        key = f"k{rng.randrange(i) if i and rng.random() < 0.2 else i:08d}"
+        ts = (origin + timedelta(seconds=i + rng.randint(-90, 90))).strftime("%Y-%m-%dT%H:%M:%S")
+        record = {"key": key, "name": f"item-{rng.randrange(10**6):06d}", "value": rng.randint(-1000, 10**5),
+                  "ts": ts}
+        if rng.random() < 0.05:
+            record["value"] = "abc"
+        lines.append(json.dumps(record, separators=(",", ":")))
+    path.write_text("\n".join(lines) + "\n" if fmt == "ndjson" else "[" + ",".join(lines) + "]")
     return path
 
 
