@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -508,6 +509,12 @@ def _should_start_worker() -> bool:
     return not reload  # with the reloader on, only its child executes runs
 
 
+def _preloading_gunicorn() -> bool:
+    """Whether this is a gunicorn master loading the app before it forks its workers (--preload)."""
+    args = sys.argv[1:] + os.environ.get("GUNICORN_CMD_ARGS", "").split()
+    return "gunicorn" in sys.argv[0] and "--preload" in args
+
+
 def _debug_env() -> bool:
     return os.environ.get("FLASK_DEBUG", "").lower() in ("1", "true", "yes", "on")
 
@@ -531,10 +538,15 @@ def init_app(app) -> RunService:
     if embedded and _should_start_worker():
         executor = ThreadExecutor(service)
         service.executor = executor
-        # Pooled connections must not cross a fork (gunicorn --preload); the thread is restarted lazily.
-        os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
-        executor.start()
-        app.before_request(executor.start)
+        if _preloading_gunicorn():
+            # The master only forks: each worker gets its own thread, and no pooled connection crosses a fork.
+            def in_child():
+                engine.dispose(close=False)
+                executor.start()
+            os.register_at_fork(after_in_child=in_child)
+        else:
+            executor.start()
+        app.before_request(executor.start)  # a safety net: starts it where a fork left it behind
     return service
 
 
