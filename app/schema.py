@@ -5,6 +5,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
 
+from .database import write_transaction
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -18,6 +20,8 @@ def alembic_config() -> Config:
 def upgrade(engine: Engine) -> None:
     """Apply every pending migration to the database behind `engine`."""
     config = alembic_config()
-    with engine.begin() as conn:
+    # Under the write lock: several processes starting at once on a fresh database migrate one
+    # after another instead of failing with "database is locked".
+    with engine.connect() as conn, write_transaction(conn):
         config.attributes["connection"] = conn
         command.upgrade(config, "head")

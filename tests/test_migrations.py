@@ -84,3 +84,16 @@ def test_keys_sort_in_binary_order_on_every_database(empty_engine, write):
         )
         assert [r.key for r in fetch(conn, "SELECT DISTINCT key FROM lineage ORDER BY key")] == sorted(keys)
         assert [r.key for r in fetch(conn, "SELECT DISTINCT key FROM dead_letters ORDER BY key")] == []
+
+
+def test_processes_starting_at_once_on_a_fresh_sqlite_database_all_migrate(tmp_path):
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    code = ("import sys; from app.database import make_engine; from app.schema import upgrade; "
+            "upgrade(make_engine(sys.argv[1]))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert all(rc == 0 for rc, _ in results), [err for _, err in results]
