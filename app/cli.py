@@ -13,6 +13,7 @@ from .models import Lineage, Run
 from .pipeline import (DeadLetterError, Options, RunFailed, WatermarkError, discard as discard_dl,
                        reprocess as reprocess_dl, run_file)
 from .pipeline import watermark as wm
+from .runs import current_service
 
 etl = AppGroup("etl", help="Run the pipeline and manage what it wrote.")
 
@@ -32,7 +33,7 @@ def _guard(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except click.ClickException:
+        except (click.ClickException, click.exceptions.Abort, click.exceptions.Exit):
             raise
         except RunFailed as exc:
             raise click.ClickException(f"run {exc.run_id} failed: {exc}") from None
@@ -43,6 +44,9 @@ def _guard(fn):
             raise click.ClickException(f"database error: {message}") from None
         except OSError as exc:
             raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
+        except Exception as exc:  # a bug: still one line for the user, the details in the log
+            current_app.logger.exception("etl command failed")
+            raise click.ClickException(f"unexpected error: {type(exc).__name__}: {exc}".splitlines()[0]) from None
 
     return wrapper
 
@@ -61,8 +65,11 @@ def run_command(file, output, ignore_watermark, max_reject_rate, dry_run):
     if not Path(file).is_file():
         raise click.ClickException(f"no such file: {file}")
     options = Options(ignore_watermark=ignore_watermark, max_reject_rate=max_reject_rate, dry_run=dry_run)
+    service = current_service()
     with _connection() as conn:
-        summary = run_file(conn, file, kind="cli", options=options, settings=pipeline_settings(current_app))
+        service.recover()  # a run of a killed `etl run` is marked interrupted, as a worker's would be
+        summary = run_file(conn, file, kind="cli", options=options, settings=pipeline_settings(current_app),
+                           worker=service.worker_id())
     text = json.dumps(summary, indent=2)
     if output:
         Path(output).write_text(text + "\n")
@@ -75,6 +82,7 @@ def run_command(file, output, ignore_watermark, max_reject_rate, dry_run):
 def runs_command(limit):
     """List the run history, newest first."""
     with _connection() as conn:
+        current_service().recover()
         rows = conn.execute(select(Run).order_by(Run.id.desc()).limit(limit)).all()
     click.echo(f"{'id':>6}  {'kind':<9} {'status':<9} {'queued (UTC)':<19}  {'input':>9} {'loaded':>9} "
                f"{'rejected':>9} {'skipped':>9}  source")
@@ -138,7 +146,8 @@ def reprocess_command(ids):
 
     with _connection() as conn:
         try:
-            summary = reprocess_dl(conn, list(ids), settings=pipeline_settings(current_app), via="cli")
+            summary = reprocess_dl(conn, list(ids), settings=pipeline_settings(current_app),
+                                   worker=current_service().worker_id())
         except RunFailed as exc:
             raise click.ClickException(f"reprocess run {exc.run_id} failed: {exc}") from None
     click.echo(json.dumps(summary, indent=2))

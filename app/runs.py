@@ -519,6 +519,13 @@ def _debug_env() -> bool:
     return os.environ.get("FLASK_DEBUG", "").lower() in ("1", "true", "yes", "on")
 
 
+def current_service() -> RunService:
+    """The run service of the app serving the current request or command."""
+    from flask import current_app
+
+    return current_app.extensions["sluice_runs"]
+
+
 def init_app(app) -> RunService:
     """Create the app's run service (`app.extensions["sluice_runs"]`) and, if configured, its worker."""
     from . import pipeline_settings

@@ -45,7 +45,7 @@ def _record_of(row):
 
 
 def reprocess(conn: Connection, ids: list[int], *, edited=None, settings: Settings | None = None,
-              via: str = "cli") -> dict:
+              worker: str | None = None) -> dict:
     """Retry open dead letters as one run of kind `reprocess`; `edited` replaces the record of a single one.
 
     The run ignores the watermark and keeps the stale rule. Returns the run's summary.
@@ -71,7 +71,7 @@ def reprocess(conn: Connection, ids: list[int], *, edited=None, settings: Settin
         dl_ids[pos] = dl_id
     run_id = create_run(conn, kind="reprocess", options=Options(ignore_watermark=True),
                         source_name=f"dead letter {ids[0]}" if len(ids) == 1 else f"{len(ids)} dead letters",
-                        dead_letter_id=ids[0] if len(ids) == 1 else None)
+                        dead_letter_id=ids[0] if len(ids) == 1 else None, worker=worker)
     return execute_run(conn, run_id, lambda: iter(items), settings=settings, dl_ids=dl_ids)
 
 

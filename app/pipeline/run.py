@@ -71,19 +71,21 @@ Progress = Callable[[str, int, int], None]
 
 def create_run(conn: Connection, *, kind: str, options: Options | None = None, source_name: str | None = None,
                source_size: int | None = None, source_sha256: str | None = None, file_path: str | None = None,
-               retry_of_id: int | None = None, dead_letter_id: int | None = None) -> int:
-    """Record a queued run and return its id."""
+               retry_of_id: int | None = None, dead_letter_id: int | None = None, worker: str | None = None) -> int:
+    """Record a queued run and return its id; with `worker`, the run is claimed by that process at once."""
     if kind not in KINDS:
         raise ValueError(f"unknown run kind {kind!r}")
     with write_transaction(conn):
         same = None
         if source_sha256:
             same = conn.execute(select(func.min(Run.id)).where(Run.source_sha256 == source_sha256)).scalar()
+        claimed = {"status": "running", "worker": worker, "heartbeat_at": now_text()} if worker else {}
         return conn.execute(insert(Run).values(
-            kind=kind, status="queued", options=json.dumps(asdict(options or Options())),
+            kind=kind, status=claimed.pop("status", "queued"), options=json.dumps(asdict(options or Options())),
             source_name=source_name, source_size=source_size, source_sha256=source_sha256,
             file_path=file_path, retry_of_id=retry_of_id, same_file_run_id=same,
             dead_letter_id=dead_letter_id, queued_at=now_text(),
+            **claimed,
         ).returning(Run.id)).scalar_one()
 
 
@@ -276,8 +278,11 @@ def summary_of(run) -> dict:
 
 
 def run_file(conn: Connection, path: str | Path, *, kind: str = "cli", options: Options | None = None,
-             settings: Settings | None = None, progress: Progress | None = None) -> dict:
-    """Create a run for a file and execute it at once; return its summary or raise RunFailed."""
+             settings: Settings | None = None, progress: Progress | None = None, worker: str | None = None) -> dict:
+    """Create a run for a file and execute it at once; return its summary or raise RunFailed.
+
+    `worker` names the executing process (see `app.runs`), so that its death is noticed.
+    """
     import hashlib
 
     path = Path(path)
@@ -286,7 +291,7 @@ def run_file(conn: Connection, path: str | Path, *, kind: str = "cli", options: 
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     run_id = create_run(conn, kind=kind, options=options, source_name=path.name, source_size=path.stat().st_size,
-                        source_sha256=digest.hexdigest(), file_path=str(path.resolve()))
+                        source_sha256=digest.hexdigest(), file_path=str(path.resolve()), worker=worker)
     return execute_run(conn, run_id, settings=settings, progress=progress)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from ..models import binary_text
 from .extract import MALFORMED, Item
-from .validate import Invalid, show, ts_of, usable_key, validate
+from .validate import Invalid, ts_of, usable_key, validate
 
 BATCH = 20_000
 

@@ -33,6 +33,7 @@ from ..pipeline import (
 )
 from ..pipeline import dead_letters as dead_letter_actions
 from ..pipeline import watermark as wm
+from ..runs import current_service
 from .target import export_response
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -339,10 +340,6 @@ def _page_json(page: dict, items: list) -> dict:
     return {"items": items, "next": page["next"]}
 
 
-def _service():
-    return current_app.extensions["sluice_runs"]
-
-
 def _settings():
     from .. import pipeline_settings
 
@@ -414,7 +411,7 @@ def create_run():
                        "with Content-Type " + ", ".join(RAW_UPLOAD_TYPES))
     if "\x00" in filename:
         raise ApiError(400, "bad_request", "the file name must not contain NUL")
-    svc = _service()
+    svc = current_service()
     try:
         run_id = svc.submit(stream, filename[:255], kind="api", options=options)
     except TooLarge as exc:
@@ -433,21 +430,21 @@ def list_runs():
     args = parse_args(RUNS_PARAMS)
     _id_cursor(args.cursor)
     page = _read(queries.runs_page, status=args.status, cursor=args.cursor, limit=args.limit)
-    svc = _service()
+    svc = current_service()
     return jsonify(_page_json(page, [run_json(r, svc) for r in page["rows"]]))
 
 
 @bp.get("/runs/<int:run_id>")
 def get_run(run_id: int):
     """One run: its record, live progress while it runs, its summary when it is done."""
-    return jsonify(run_json(_run_or_404(run_id), _service()))
+    return jsonify(run_json(_run_or_404(run_id), current_service()))
 
 
 @bp.post("/runs/<int:run_id>/cancel")
 def cancel_run(run_id: int):
     """Cancel a queued or running run (a running one stops at its next progress report)."""
     _run_or_404(run_id)
-    svc = _service()
+    svc = current_service()
     try:
         svc.cancel(run_id)
     except ValueError as exc:
@@ -461,7 +458,7 @@ def cancel_run(run_id: int):
 def retry_run(run_id: int):
     """Retry a failed or cancelled run from its kept file: a new queued run, 202 with its Location."""
     _run_or_404(run_id)
-    svc = _service()
+    svc = current_service()
     try:
         new_id = svc.retry(run_id)
     except ValueError as exc:
@@ -550,7 +547,7 @@ def reprocess_dead_letter(dl_id: int):
     with db.engine.connect() as conn:
         try:
             summary = dead_letter_actions.reprocess(conn, [dl_id], edited=edited, settings=_settings(),
-                                                    via="api")
+                                                    worker=current_service().worker_id())
         except DeadLetterError as exc:
             raise _dead_letter_error(exc) from None
         except RunFailed as exc:
@@ -613,7 +610,7 @@ def bulk_reprocess():
         return jsonify({"count": 0, "run": None})
     with db.engine.connect() as conn:
         try:
-            summary = dead_letter_actions.reprocess(conn, ids, settings=_settings(), via="api")
+            summary = dead_letter_actions.reprocess(conn, ids, settings=_settings(), worker=current_service().worker_id())
         except DeadLetterError as exc:
             raise _dead_letter_error(exc) from None
         except RunFailed as exc:

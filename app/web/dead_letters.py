@@ -6,6 +6,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from .. import pipeline_settings, queries
 from ..extensions import db
 from ..pipeline import DeadLetterError, RunFailed, discard, parse_edit, reopen, reprocess
+from ..runs import current_service
 from .forms import ActionForm, BulkForm, DiscardForm, EditForm
 from .target import export_response
 
@@ -87,7 +88,7 @@ def _retry(dl_id: int, edited=None):
     settings = pipeline_settings(current_app)
     with db.engine.connect() as conn:
         try:
-            summary = reprocess(conn, [dl_id], edited=edited, settings=settings, via="web")
+            summary = reprocess(conn, [dl_id], edited=edited, settings=settings, worker=current_service().worker_id())
         except DeadLetterError as exc:
             flash(str(exc), "error")
             return
@@ -198,7 +199,7 @@ def bulk():
                 n = discard(conn, ids, reason=form.reason.data, actor=None)
                 flash(f"Discarded {n} dead letters.", "ok")
                 return redirect(back, 303)
-            summary = reprocess(conn, ids, settings=pipeline_settings(current_app), via="web")
+            summary = reprocess(conn, ids, settings=pipeline_settings(current_app), worker=current_service().worker_id())
         except DeadLetterError as exc:
             flash(str(exc), "error")
             return redirect(back, 303)

@@ -2,19 +2,15 @@
 import json
 import os
 
-from flask import Blueprint, Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from .. import queries
 from ..extensions import db
 from ..pipeline import summary_of
-from ..runs import RunStateError
+from ..runs import RunStateError, current_service
 from .forms import ActionForm
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
-
-
-def _service():
-    return current_app.extensions["sluice_runs"]
 
 
 def _int(value) -> int | None:
@@ -49,7 +45,7 @@ def show(run_id: int):
             abort(404, f"There is no run {run_id}.")
         letters = queries.dead_letters_page(conn, run_id=run_id, limit=20)
         lineage = queries.run_lineage(conn, run_id, cursor=request.args.get("lineage"))
-    progress = _service().progress(run_id) if run["status"] in ("queued", "running") else None
+    progress = current_service().progress(run_id) if run["status"] in ("queued", "running") else None
     return render_template("runs/show.html", run=run, letters=letters, lineage=lineage, progress=progress,
                            file_gone=_file_gone(run), summary=summary_of(_Row(run)), form=ActionForm())
 
@@ -69,7 +65,7 @@ def progress(run_id: int):
     if not rows:
         return jsonify({"error": {"code": "not_found", "message": f"There is no run {run_id}."}}), 404
     data = rows[0]
-    data["progress"] = _service().progress(run_id) if data["status"] in ("queued", "running") else None
+    data["progress"] = current_service().progress(run_id) if data["status"] in ("queued", "running") else None
     return jsonify(data)
 
 
@@ -100,7 +96,7 @@ def cancel(run_id: int):
     if not ActionForm().validate_on_submit():
         abort(400)
     try:
-        _service().cancel(run_id)
+        current_service().cancel(run_id)
         flash(f"Run #{run_id}: cancel requested.", "ok")
     except RunStateError as exc:
         flash(f"Run #{run_id} cannot be cancelled: {exc}", "error")
@@ -113,7 +109,7 @@ def retry(run_id: int):
     if not ActionForm().validate_on_submit():
         abort(400)
     try:
-        new_id = _service().retry(run_id)
+        new_id = current_service().retry(run_id)
     except RunStateError as exc:
         flash(f"Run #{run_id} cannot be retried: {exc}", "error")
         return redirect(url_for("runs.show", run_id=run_id), 303)

@@ -4,6 +4,7 @@ from flask import Blueprint, current_app, flash, jsonify, redirect, render_templ
 from .. import queries
 from ..extensions import db
 from ..pipeline import InputError, Options, TooLarge
+from ..runs import current_service
 from .errors import human_bytes
 from .forms import UploadForm
 
@@ -30,7 +31,7 @@ def upload():
         errors = ["Choose at least one file to upload."]
     run_ids = []
     if not errors:
-        service = current_app.extensions["sluice_runs"]
+        service = current_service()
         options = _options(form)
         for f in files:
             try:
