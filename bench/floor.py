@@ -105,7 +105,7 @@ def _rows(records: list, watermark: str | None, latest: str):
     return rows, counts
 
 
-def run(db_path: str, file_path: str, *, ignore_watermark: bool = False,
+def run(db_path: str, file_path: str, *, ignore_watermark: bool = False, cache_mib: int | None = None,
         tolerance: timedelta = timedelta(days=1)) -> dict:
     """Load one JSON array file into the Sluice database at `db_path`; return counts and step times."""
     steps, peaks = {}, {}
@@ -127,6 +127,8 @@ def run(db_path: str, file_path: str, *, ignore_watermark: bool = False,
     db = sqlite3.connect(db_path, isolation_level=None)
     for pragma in PRAGMAS:
         db.execute(pragma)
+    if cache_mib is not None:
+        db.execute(f"PRAGMA cache_size = -{int(cache_mib) * 1024}")
     db.execute("BEGIN IMMEDIATE")
     locked = time.perf_counter()
     row = db.execute("SELECT value FROM watermarks WHERE name = ?", (WATERMARK_NAME,)).fetchone()

@@ -122,7 +122,7 @@ def _label(statement: str) -> str:
     return text if len(text) <= 100 else f"{text[:58]} … {text[-38:]}"
 
 
-def pipeline_child(db_path: str, file_path: str, backfill: bool) -> dict:
+def pipeline_child(db_path: str, file_path: str, backfill: bool, cache_mib: int | None) -> dict:
     """Run the Sluice pipeline on one file; time its phases and each SQL statement."""
     from sqlalchemy import event
 
@@ -135,6 +135,13 @@ def pipeline_child(db_path: str, file_path: str, backfill: bool) -> dict:
     phases: list[tuple[str, float]] = []
     rss_at: list[float] = []  # peak RSS when each phase began
     sql: dict[tuple[str, str], list] = {}
+
+    if cache_mib is not None:
+        @event.listens_for(engine, "before_cursor_execute", retval=True)
+        def _cache(conn, cursor, statement, parameters, context, executemany):
+            if re.match(r"\s*PRAGMA\s+cache_size\b", statement, re.I):
+                statement = f"PRAGMA cache_size = -{cache_mib * 1024}"
+            return statement, parameters
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before(conn, cursor, statement, parameters, context, executemany):
@@ -173,21 +180,23 @@ def pipeline_child(db_path: str, file_path: str, backfill: bool) -> dict:
     statements = [{"phase": phase, "statement": _label(statement), "calls": calls, "seconds": seconds}
                   for (phase, statement), (calls, seconds) in sql.items()]
     statements.sort(key=lambda s: -s["seconds"])
-    return {"seconds": finished - started, "cpu_seconds": cpu, "load_average": load, "phases": phase_seconds, "phase_peak_rss_mb": phase_rss,
+    # runs.lock_seconds stops before COMMIT; the lock is held until the COMMIT returns ("done").
+    held = phase_seconds.get("applying", 0.0) + phase_seconds.get("committing", 0.0)
+    return {"seconds": finished - started, "cpu_seconds": cpu, "lock_until_commit_seconds": held, "load_average": load, "phases": phase_seconds, "phase_peak_rss_mb": phase_rss,
             "lock_seconds": lock_seconds, "code": code_version(),
             "peak_rss_mb": rss, "rss_after_imports_mb": rss_before,
             "counts": {k: summary[k] for k in COUNTS}, "watermark": summary["watermark"],
             "sql": statements, "state": database_state(db_path)}
 
 
-def floor_child(db_path: str, file_path: str, backfill: bool) -> dict:
+def floor_child(db_path: str, file_path: str, backfill: bool, cache_mib: int | None) -> dict:
     """Run the floor on one file."""
     import floor
 
     rss_before = peak_rss_mb()
     load = os.getloadavg()[0]
     cpu = cpu_seconds()
-    result = floor.run(db_path, file_path, ignore_watermark=backfill)
+    result = floor.run(db_path, file_path, ignore_watermark=backfill, cache_mib=cache_mib)
     result["cpu_seconds"] = cpu_seconds() - cpu
     result["load_average"] = load
     result["peak_rss_mb"] = peak_rss_mb()
@@ -236,7 +245,8 @@ def print_pipeline(run: str, r: dict) -> None:
           + (f", uncommitted: {', '.join(code['uncommitted_in_app'])}" if code["uncommitted_in_app"] else ""))
     n = r["counts"]["input_records"]
     print(f"\n== pipeline, run {run}: {r['seconds']:.1f} s, {_rate(n, r['seconds'])} records/s, "
-          f"write lock held {r['lock_seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MiB "
+          f"write lock held {r['lock_seconds']:.2f} s by runs.lock_seconds, "
+          f"{r['lock_until_commit_seconds']:.2f} s to the end of COMMIT, peak RSS {r['peak_rss_mb']:.0f} MiB "
           f"(after imports {r['rss_after_imports_mb']:.0f} MiB), CPU {r['cpu_seconds']:.1f} s, "
           f"load average {r['load_average']:.1f}")
     print("   counts: " + ", ".join(f"{k} {v:,}" for k, v in r["counts"].items()))
@@ -283,7 +293,7 @@ def compare(results: dict) -> list[str]:
 
 def markdown(results: dict, n: int) -> str:
     lines = ["| run | records | skipped / rejected / inserted / updated / unchanged / stale / superseded "
-             "| pipeline s | records/s | write lock s | pipeline peak RSS MiB | floor s | floor peak RSS MiB "
+             "| pipeline s | records/s | write lock s (recorded / until COMMIT ends) | pipeline peak RSS MiB | floor s | floor peak RSS MiB "
              "| ratio (wall) | ratio (CPU) |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     total_p = total_f = cpu_p = cpu_f = 0.0
@@ -294,7 +304,8 @@ def markdown(results: dict, n: int) -> str:
         mix = " / ".join(f"{c[k]:,}" for k in ("skipped", "rejected", "inserted", "updated", "unchanged",
                                                "stale", "superseded"))
         cells = [f"{run} ({DESCRIBE[run]})", f"{c['input_records']:,}", mix]
-        cells += [f"{p['seconds']:.1f}", _rate(c["input_records"], p["seconds"]), f"{p['lock_seconds']:.2f}",
+        cells += [f"{p['seconds']:.1f}", _rate(c["input_records"], p["seconds"]),
+                  f"{p['lock_seconds']:.1f} / {p['lock_until_commit_seconds']:.1f}",
                   f"{p['peak_rss_mb']:.0f}"] if p else ["-"] * 4
         cells += [f"{f['seconds']:.1f}", f"{f['peak_rss_mb']:.0f}"] if f else ["-"] * 2
         cells.append(f"{p['seconds'] / f['seconds']:.2f}" if p and f else "-")
@@ -315,6 +326,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000, help="records per file (default 1,000,000)")
     parser.add_argument("--only", choices=("pipeline", "floor"), help="run one side only")
     parser.add_argument("--keep", action="store_true", help="keep the databases in bench/out/")
+    parser.add_argument("--cache-mib", type=int,
+                        help="SQLite page cache of both sides in MiB (default: the pipeline's own setting); "
+                             "SQLite's sorter may use as much again")
     parser.add_argument("--backfill", action="store_true",
                         help="add run C: file A again with the watermark ignored (unchanged and stale records)")
     args = parser.parse_args()
@@ -323,7 +337,7 @@ def main() -> None:
     files = {run: records_file(n, run) for run in FILES}
     runs = [run for run in RUNS if run != "C" or args.backfill]
     sides = [args.only] if args.only else ["pipeline", "floor"]
-    results: dict = {"records": n, "runs": runs, "pipeline": {}, "floor": {}, "machine": {
+    results: dict = {"records": n, "runs": runs, "cache_mib": args.cache_mib, "pipeline": {}, "floor": {}, "machine": {
         "cpus": os.cpu_count(), "python": sys.version.split()[0], "load_average": os.getloadavg()}}
     import sqlite3
     results["machine"]["sqlite"] = sqlite3.sqlite_version
@@ -338,7 +352,7 @@ def main() -> None:
         for side in sides:
             print(f"{side}: run {run} ({path.name}{', ignoring the watermark' if backfill else ''}) …", flush=True)
             child = pipeline_child if side == "pipeline" else floor_child
-            result = in_child(child, str(databases[side]), str(path), backfill)
+            result = in_child(child, str(databases[side]), str(path), backfill, args.cache_mib)
             results[side][run] = result
             (print_pipeline if side == "pipeline" else print_floor)(run, result)
     if not args.keep:
@@ -357,10 +371,12 @@ def main() -> None:
                   f"{p['cpu_seconds']:8.1f} / {f['cpu_seconds']:7.1f} {p['cpu_seconds'] / f['cpu_seconds']:6.2f}")
         print("   the floor and the pipeline agree on every count and on the database they leave"
               if not problems else "   DIFFERENCES:\n   " + "\n   ".join(problems))
-    earlier = [path for path in OUT.glob("results-1000000*.json") if "floor" not in path.name]
+    earlier = [path for path in OUT.glob("results-1000000*.json") if "floor" not in path.name and "cache" not in path.name]
     if "pipeline" in sides and n != 1_000_000 and earlier:
-        base = json.loads(max(earlier, key=lambda path: path.stat().st_mtime).read_text())["pipeline"]
-        print("\n== memory against the 1M run")
+        earlier = json.loads(max(earlier, key=lambda path: path.stat().st_mtime).read_text())
+        base = earlier["pipeline"]
+        print(f"\n== memory against the 1M run (page cache there: {earlier.get('cache_mib') or 'default'}, "
+              f"here: {args.cache_mib or 'default'})")
         for run in runs:
             if run in base:
                 print(f"   peak RSS of pipeline run {run}: {results['pipeline'][run]['peak_rss_mb']:.0f} MiB at "
@@ -368,7 +384,8 @@ def main() -> None:
 
     print("\n" + markdown(results, n))
     OUT.mkdir(parents=True, exist_ok=True)
-    name = f"results-{n}{'-' + args.only if args.only else ''}{'-backfill' if args.backfill else ''}.json"
+    name = (f"results-{n}{'-' + args.only if args.only else ''}{'-backfill' if args.backfill else ''}"
+            f"{f'-cache{args.cache_mib}' if args.cache_mib else ''}.json")
     (OUT / name).write_text(json.dumps(results, indent=1))
     print(f"\n(results saved to {(OUT / name).relative_to(ROOT)})")
     if problems:
