@@ -50,7 +50,8 @@ DEAD_LETTERS = ("INSERT INTO dead_letters (run_id, last_run_id, pos, key, error,
                 "SELECT :run, :run, s.pos, s.key, s.error, s.detail, s.raw, s.fp, 'open', :now, :now, 0, c.n "
                 "FROM stage s JOIN (SELECT fp, min(pos) AS pos, count(*) AS n FROM stage "
                 "WHERE kind = 'rejected' GROUP BY fp) AS c ON s.pos = c.pos "
-                "WHERE NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.fingerprint = s.fp AND d.status = 'open')")
+                "WHERE NOT EXISTS (SELECT 1 FROM dead_letters d "
+                "WHERE d.fingerprint = s.fp AND d.status = 'open')")
 
 LINEAGE = "INSERT INTO lineage (run_id, pos, key, step, at, detail, dead_letter_id) "
 
@@ -67,12 +68,14 @@ LINEAGE_SUPERSEDED = (LINEAGE + "SELECT :run, pos, key, 'superseded', :now, "
                       "FROM win WHERE pos <> winner ORDER BY key, pos")
 
 # The `updated` detail names each changed field as old → new, as the pipeline's does.
-_NUMBER = "CASE WHEN {0} = CAST({0} AS INTEGER) THEN CAST(CAST({0} AS INTEGER) AS TEXT) ELSE CAST({0} AS TEXT) END"
+_NUMBER = ("CASE WHEN {0} = CAST({0} AS INTEGER) THEN CAST(CAST({0} AS INTEGER) AS TEXT) "
+           "ELSE CAST({0} AS TEXT) END")
 LINEAGE_OUTCOMES = (
     LINEAGE + "SELECT :run, pos, key, outcome, :now, CASE outcome WHEN 'inserted' THEN 'new key' "
     "WHEN 'unchanged' THEN 'same name, value and ts as the stored row' "
     "WHEN 'stale' THEN 'ts ' || ts || ' is older than the stored ts ' || old_ts || '; stored row kept' "
-    "ELSE substr(CASE WHEN old_name <> name THEN '; name: ' || quote(old_name) || ' → ' || quote(name) ELSE '' END "
+    "ELSE substr(CASE WHEN old_name <> name THEN '; name: ' || quote(old_name) || ' → ' || quote(name) "
+    "ELSE '' END "
     f"|| CASE WHEN old_value <> value THEN '; value: ' || {_NUMBER.format('old_value')} || ' → ' "
     f"|| {_NUMBER.format('value')} ELSE '' END "
     "|| CASE WHEN old_ts <> ts THEN '; ts: ' || old_ts || ' → ' || ts ELSE '' END, 3) END, NULL "
@@ -96,8 +99,10 @@ def _rows(records: list, watermark: str | None, latest: str):
             key, name, value, ts = validate(record, latest)
         except Invalid as bad:
             raw = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-            fp = hashlib.blake2b(f"{bad.code}\x1f{raw}".encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-            rows.append((pos, "rejected", usable_key(record), None, None, None, bad.code, bad.detail, raw, fp))
+            fp = hashlib.blake2b(f"{bad.code}\x1f{raw}".encode("utf-8", "surrogatepass"),
+                                 digest_size=16).hexdigest()
+            rows.append((pos, "rejected", usable_key(record), None, None, None, bad.code, bad.detail, raw,
+                         fp))
             counts["rejected"] += 1
             continue
         rows.append((pos, "staged", key, name, value, ts, None, None, None, None))
@@ -150,7 +155,8 @@ def run(db_path: str, file_path: str, *, ignore_watermark: bool = False, cache_m
     run_id = db.execute(
         "INSERT INTO runs (kind, status, options, queued_at, started_at, cancel_requested, input_records, "
         "skipped, rejected, staged, superseded, inserted, updated, unchanged, stale, dead_letters, "
-        "lineage_entries, source_name) VALUES ('cli', 'running', '{}', ?, ?, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ?)",
+        "lineage_entries, source_name) "
+        "VALUES ('cli', 'running', '{}', ?, ?, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ?)",
         (now, now, file_path.rsplit("/", 1)[-1])).lastrowid
     params = {"run": run_id, "now": now, "wm": wm_before or ""}
 
@@ -176,6 +182,21 @@ def run(db_path: str, file_path: str, *, ignore_watermark: bool = False, cache_m
     t = step("lineage: outcomes", t)
     counts["lineage_entries"] = entries
 
+    wm_after = _finish(db, run_id, now, wm_before, counts)
+    t = step("watermark, run row", t)
+    db.execute("COMMIT")
+    t = step("commit", t)
+    db.close()  # the TEMP tables go with the connection
+    return {"run_id": run_id, "counts": counts, "watermark": wm_after, "steps": steps,
+            "step_peak_rss_mb": peaks, "seconds": t - started, "lock_seconds": t - locked}
+
+
+RUN_COUNTS = ("input_records", "skipped", "rejected", "staged", "superseded", "inserted", "updated",
+              "unchanged", "stale", "dead_letters", "lineage_entries")
+
+
+def _finish(db: sqlite3.Connection, run_id: int, now: str, wm_before: str | None, counts: dict) -> str | None:
+    """Move the watermark to the newest ts in target (never back) and record the run; return the watermark."""
     newest = db.execute("SELECT max(ts) FROM target").fetchone()[0]
     wm_after = wm_before
     if newest is not None and (wm_before is None or newest > wm_before):
@@ -185,19 +206,7 @@ def run(db_path: str, file_path: str, *, ignore_watermark: bool = False, cache_m
                    (WATERMARK_NAME, newest, now))
         db.execute("INSERT INTO watermark_history (name, old_value, new_value, at, via, run_id) "
                    "VALUES (?, ?, ?, ?, 'pipeline', ?)", (WATERMARK_NAME, wm_before, newest, now, run_id))
-    db.execute("UPDATE runs SET status = 'succeeded', finished_at = ?, watermark_before = ?, watermark_after = ?, "
-               "input_records = ?, skipped = ?, rejected = ?, staged = ?, superseded = ?, inserted = ?, "
-               "updated = ?, unchanged = ?, stale = ?, dead_letters = ?, lineage_entries = ? WHERE id = ?",
-               (now_text(), wm_before, wm_after, counts["input_records"], counts["skipped"], counts["rejected"],
-                counts["staged"], counts["superseded"], counts["inserted"], counts["updated"], counts["unchanged"],
-                counts["stale"], counts["dead_letters"], counts["lineage_entries"], run_id))
-    t = step("watermark, run row", t)
-    db.execute("COMMIT")
-    t = step("commit", t)
-    lock_seconds = t - locked
-    db.execute("DROP TABLE temp.stage")
-    db.execute("DROP TABLE temp.win")
-    db.execute("DROP TABLE temp.out")
-    db.close()
-    return {"run_id": run_id, "counts": counts, "watermark": wm_after, "steps": steps, "step_peak_rss_mb": peaks,
-            "seconds": t - started, "lock_seconds": lock_seconds}
+    db.execute("UPDATE runs SET status = 'succeeded', finished_at = ?, watermark_before = ?, "
+               f"watermark_after = ?, {', '.join(f'{name} = ?' for name in RUN_COUNTS)} WHERE id = ?",
+               (now_text(), wm_before, wm_after, *(counts[name] for name in RUN_COUNTS), run_id))
+    return wm_after

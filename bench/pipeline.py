@@ -29,7 +29,8 @@ FILES = {"A": [], "B": ["--seed", "7", "--start", "2024-01-05T00:00:00"]}
 # Run C (--backfill): file A again, ignoring the watermark, on top of A and B: the only way this
 # generator's files produce `unchanged` (A's rows that B did not touch) and `stale` (the ones it did).
 RUNS = {"A": ("A", False), "B": ("B", False), "C": ("A", True)}
-DESCRIBE = {"A": "file A, empty database", "B": "file B, on top of A", "C": "file A again as a backfill, on top of B"}
+DESCRIBE = {"A": "file A, empty database", "B": "file B, on top of A",
+            "C": "file A again as a backfill, on top of B"}
 COUNTS = ("input_records", "skipped", "rejected", "staged", "superseded", "inserted", "updated", "unchanged",
           "stale", "dead_letters", "lineage_entries")
 
@@ -104,14 +105,15 @@ def database_state(db_path: str) -> dict:
     for key, name, value, ts in db.execute("SELECT key, name, value, ts FROM target ORDER BY key"):
         digest.update(f"{key}\x1f{name}\x1f{value!r}\x1f{ts}\n".encode())
         rows += 1
+    watermark = db.execute("SELECT value FROM watermarks WHERE name = 'events_ts'").fetchone()
     state = {
         "target_rows": rows,
         "target_digest": digest.hexdigest(),
-        "lineage": dict(db.execute("SELECT step, count(*) FROM lineage GROUP BY step ORDER BY step").fetchall()),
+        "lineage": dict(db.execute("SELECT step, count(*) FROM lineage GROUP BY step ORDER BY step")),
         "lineage_linked_to_dead_letters": db.execute(
             "SELECT count(*) FROM lineage WHERE dead_letter_id IS NOT NULL").fetchone()[0],
-        "dead_letters": dict(db.execute("SELECT status, count(*) FROM dead_letters GROUP BY status").fetchall()),
-        "watermark": (db.execute("SELECT value FROM watermarks WHERE name = 'events_ts'").fetchone() or [None])[0],
+        "dead_letters": dict(db.execute("SELECT status, count(*) FROM dead_letters GROUP BY status")),
+        "watermark": watermark[0] if watermark else None,
     }
     db.close()
     return state
@@ -182,8 +184,9 @@ def pipeline_child(db_path: str, file_path: str, backfill: bool, cache_mib: int 
     statements.sort(key=lambda s: -s["seconds"])
     # runs.lock_seconds stops before COMMIT; the lock is held until the COMMIT returns ("done").
     held = phase_seconds.get("applying", 0.0) + phase_seconds.get("committing", 0.0)
-    return {"seconds": finished - started, "cpu_seconds": cpu, "lock_until_commit_seconds": held, "load_average": load, "phases": phase_seconds, "phase_peak_rss_mb": phase_rss,
-            "lock_seconds": lock_seconds, "code": code_version(),
+    return {"seconds": finished - started, "cpu_seconds": cpu, "load_average": load,
+            "phases": phase_seconds, "phase_peak_rss_mb": phase_rss,
+            "lock_seconds": lock_seconds, "lock_until_commit_seconds": held, "code": code_version(),
             "peak_rss_mb": rss, "rss_after_imports_mb": rss_before,
             "counts": {k: summary[k] for k in COUNTS}, "watermark": summary["watermark"],
             "sql": statements, "state": database_state(db_path)}
@@ -284,7 +287,8 @@ def compare(results: dict) -> list[str]:
             continue
         for key in COUNTS:
             if p["counts"][key] != f["counts"][key]:
-                problems.append(f"run {run}: {key} pipeline {p['counts'][key]:,} vs floor {f['counts'][key]:,}")
+                problems.append(f"run {run}: {key} pipeline {p['counts'][key]:,} "
+                                f"vs floor {f['counts'][key]:,}")
         for key, value in p["state"].items():
             if f["state"][key] != value:
                 problems.append(f"run {run}: database {key} pipeline {value} vs floor {f['state'][key]}")
@@ -293,8 +297,8 @@ def compare(results: dict) -> list[str]:
 
 def markdown(results: dict, n: int) -> str:
     lines = ["| run | records | skipped / rejected / inserted / updated / unchanged / stale / superseded "
-             "| pipeline s | records/s | write lock s (recorded / until COMMIT ends) | pipeline peak RSS MiB | floor s | floor peak RSS MiB "
-             "| ratio (wall) | ratio (CPU) |",
+             "| pipeline s | records/s | write lock s (recorded / until COMMIT ends) | pipeline peak RSS MiB "
+             "| floor s | floor peak RSS MiB | ratio (wall) | ratio (CPU) |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     total_p = total_f = cpu_p = cpu_f = 0.0
     for run in results["runs"]:
@@ -316,9 +320,64 @@ def markdown(results: dict, n: int) -> str:
         cpu_f += f["cpu_seconds"] if f else 0
         lines.append("| " + " | ".join(cells) + " |")
     if total_p and total_f:
-        lines.append(f"| {' + '.join(results['runs'])} | {len(results['runs']) * n:,} | | {total_p:.1f} | | | | "
+        runs = results["runs"]
+        lines.append(f"| {' + '.join(runs)} | {len(runs) * n:,} | | {total_p:.1f} | | | | "
                      f"{total_f:.1f} | | {total_p / total_f:.2f} | {cpu_p / cpu_f:.2f} |")
     return "\n".join(lines)
+
+
+def print_ratios(results: dict, problems: list[str]) -> None:
+    """Pipeline / floor per run and in total, by wall time and by CPU time."""
+    print("\n== pipeline / floor")
+    print(f"   {'':8} {'wall s':>18} {'ratio':>6}   {'CPU s':>18} {'ratio':>6}")
+    keys = ("seconds", "cpu_seconds")
+    rows = [(f"run {run}", results["pipeline"][run], results["floor"][run]) for run in results["runs"]]
+    rows.append(("total", *({k: sum(r[k] for r in results[side].values()) for k in keys}
+                            for side in ("pipeline", "floor"))))
+    for label, p, f in rows:
+        print(f"   {label:8} {p['seconds']:8.1f} / {f['seconds']:7.1f} {p['seconds'] / f['seconds']:6.2f}   "
+              f"{p['cpu_seconds']:8.1f} / {f['cpu_seconds']:7.1f} {p['cpu_seconds'] / f['cpu_seconds']:6.2f}")
+    print("   the floor and the pipeline agree on every count and on the database they leave"
+          if not problems else "   DIFFERENCES:\n   " + "\n   ".join(problems))
+
+
+def print_memory_against_1m(results: dict) -> None:
+    """Peak RSS of these pipeline runs beside the latest 1M run's (to show it does not grow)."""
+    earlier = [path for path in OUT.glob("results-1000000*.json")
+               if "floor" not in path.name and "cache" not in path.name]
+    if not earlier or not results["pipeline"]:
+        return
+    base = json.loads(max(earlier, key=lambda path: path.stat().st_mtime).read_text())
+    print(f"\n== memory against the 1M run (page cache there: {base.get('cache_mib') or 'default'}, "
+          f"here: {results['cache_mib'] or 'default'})")
+    for run, result in results["pipeline"].items():
+        if run in base["pipeline"]:
+            print(f"   peak RSS of pipeline run {run}: {result['peak_rss_mb']:.0f} MiB at "
+                  f"{results['records']:,} records vs {base['pipeline'][run]['peak_rss_mb']:.0f} MiB "
+                  "at 1,000,000")
+
+
+def run_all(results: dict, sides: list[str], files: dict, keep: bool) -> None:
+    """Run every run on every side, each in a process of its own, into `results`."""
+    n, cache_mib = results["records"], results["cache_mib"]
+    databases = {side: OUT / f"{side}-{n}.db" for side in sides}
+    for db_path in databases.values():
+        fresh_database(db_path)
+    # Interleaved (run A on each side, then B, …): on a shared machine both terms of a ratio see
+    # about the same load.
+    for run in results["runs"]:
+        source, backfill = RUNS[run]
+        path = files[source]
+        for side in sides:
+            print(f"{side}: run {run} ({path.name}{', ignoring the watermark' if backfill else ''}) …",
+                  flush=True)
+            child = pipeline_child if side == "pipeline" else floor_child
+            result = in_child(child, str(databases[side]), str(path), backfill, cache_mib)
+            results[side][run] = result
+            (print_pipeline if side == "pipeline" else print_floor)(run, result)
+    if not keep:
+        for db_path in databases.values():
+            remove_database(db_path)
 
 
 def main() -> None:
@@ -330,58 +389,27 @@ def main() -> None:
                         help="SQLite page cache of both sides in MiB (default: the pipeline's own setting); "
                              "SQLite's sorter may use as much again")
     parser.add_argument("--backfill", action="store_true",
-                        help="add run C: file A again with the watermark ignored (unchanged and stale records)")
+                        help="add run C: file A again, ignoring the watermark (unchanged and stale records)")
     args = parser.parse_args()
     n = args.records
 
-    files = {run: records_file(n, run) for run in FILES}
-    runs = [run for run in RUNS if run != "C" or args.backfill]
-    sides = [args.only] if args.only else ["pipeline", "floor"]
-    results: dict = {"records": n, "runs": runs, "cache_mib": args.cache_mib, "pipeline": {}, "floor": {}, "machine": {
-        "cpus": os.cpu_count(), "python": sys.version.split()[0], "load_average": os.getloadavg()}}
     import sqlite3
-    results["machine"]["sqlite"] = sqlite3.sqlite_version
-    databases = {side: OUT / f"{side}-{n}.db" for side in sides}
-    for db_path in databases.values():
-        fresh_database(db_path)
-    # Interleaved (run A on each side, then B, …): on a shared machine both terms of a ratio see
-    # about the same load.
-    for run in runs:
-        source, backfill = RUNS[run]
-        path = files[source]
-        for side in sides:
-            print(f"{side}: run {run} ({path.name}{', ignoring the watermark' if backfill else ''}) …", flush=True)
-            child = pipeline_child if side == "pipeline" else floor_child
-            result = in_child(child, str(databases[side]), str(path), backfill, args.cache_mib)
-            results[side][run] = result
-            (print_pipeline if side == "pipeline" else print_floor)(run, result)
-    if not args.keep:
-        for db_path in databases.values():
-            remove_database(db_path)
+
+    files = {run: records_file(n, run) for run in FILES}
+    sides = [args.only] if args.only else ["pipeline", "floor"]
+    results: dict = {
+        "records": n, "runs": [run for run in RUNS if run != "C" or args.backfill],
+        "cache_mib": args.cache_mib, "pipeline": {}, "floor": {},
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                    "sqlite": sqlite3.sqlite_version, "load_average": os.getloadavg()},
+    }
+    run_all(results, sides, files, args.keep)
 
     problems = compare(results)
     if not args.only:
-        print("\n== pipeline / floor")
-        print(f"   {'':8} {'wall s':>18} {'ratio':>6}   {'CPU s':>18} {'ratio':>6}")
-        rows = [(f"run {run}", results["pipeline"][run], results["floor"][run]) for run in runs]
-        rows.append(("total", {k: sum(r[k] for r in results["pipeline"].values()) for k in ("seconds", "cpu_seconds")},
-                     {k: sum(r[k] for r in results["floor"].values()) for k in ("seconds", "cpu_seconds")}))
-        for label, p, f in rows:
-            print(f"   {label:8} {p['seconds']:8.1f} / {f['seconds']:7.1f} {p['seconds'] / f['seconds']:6.2f}   "
-                  f"{p['cpu_seconds']:8.1f} / {f['cpu_seconds']:7.1f} {p['cpu_seconds'] / f['cpu_seconds']:6.2f}")
-        print("   the floor and the pipeline agree on every count and on the database they leave"
-              if not problems else "   DIFFERENCES:\n   " + "\n   ".join(problems))
-    earlier = [path for path in OUT.glob("results-1000000*.json") if "floor" not in path.name and "cache" not in path.name]
-    if "pipeline" in sides and n != 1_000_000 and earlier:
-        earlier = json.loads(max(earlier, key=lambda path: path.stat().st_mtime).read_text())
-        base = earlier["pipeline"]
-        print(f"\n== memory against the 1M run (page cache there: {earlier.get('cache_mib') or 'default'}, "
-              f"here: {args.cache_mib or 'default'})")
-        for run in runs:
-            if run in base:
-                print(f"   peak RSS of pipeline run {run}: {results['pipeline'][run]['peak_rss_mb']:.0f} MiB at "
-                      f"{n:,} records vs {base[run]['peak_rss_mb']:.0f} MiB at 1,000,000")
-
+        print_ratios(results, problems)
+    if n != 1_000_000:
+        print_memory_against_1m(results)
     print("\n" + markdown(results, n))
     OUT.mkdir(parents=True, exist_ok=True)
     name = (f"results-{n}{'-' + args.only if args.only else ''}{'-backfill' if args.backfill else ''}"
