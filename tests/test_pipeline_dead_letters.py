@@ -89,7 +89,7 @@ def test_reprocess_with_an_edit_loads_it_under_the_new_key(conn, write):
     edited = parse_edit(
         '{"key": " fixed ", "name": "n", "value": "4.5", "ts": "2025-01-15T12:00:00", "note": "kept"}'
     )
-    summary = reprocess(conn, [dl.id], edited=edited, via="web")
+    summary = reprocess(conn, [dl.id], edited=edited)
     assert (summary["inserted"], summary["rejected"]) == (1, 0)
     assert target(conn)["fixed"] == ("n", 4.5, "2025-01-15T12:00:00")
     dl = one(conn, dl.id)
