@@ -56,5 +56,8 @@ def defaults(instance_path: str) -> dict:
         "SLUICE_UPLOAD_DIR": os.environ.get("SLUICE_UPLOAD_DIR", str(Path(instance_path) / "uploads")),
         "SLUICE_FILE_RETENTION_HOURS": _int("SLUICE_FILE_RETENTION_HOURS", 24 * 7),
         "SLUICE_EMBEDDED_WORKER": os.environ.get("SLUICE_EMBEDDED_WORKER", "1") != "0",
+        "SLUICE_RUN_LEASE_SECONDS": _int("SLUICE_RUN_LEASE_SECONDS", 60),
+        "SLUICE_HEARTBEAT_SECONDS": _int("SLUICE_HEARTBEAT_SECONDS", 5),
+        "SLUICE_PROGRESS_INTERVAL": float(os.environ.get("SLUICE_PROGRESS_INTERVAL", 0.5)),
         "WTF_CSRF_TIME_LIMIT": None,
     }

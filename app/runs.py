@@ -537,9 +537,9 @@ def init_app(app) -> RunService:
         engine, settings=pipeline_settings(app), upload_dir=app.config["SLUICE_UPLOAD_DIR"],
         state_dir=app.instance_path, max_upload_bytes=app.config["MAX_CONTENT_LENGTH"],
         retention_hours=app.config["SLUICE_FILE_RETENTION_HOURS"],
-        lease_seconds=app.config.get("SLUICE_RUN_LEASE_SECONDS", 60),
-        heartbeat_seconds=app.config.get("SLUICE_HEARTBEAT_SECONDS", 5),
-        progress_interval=app.config.get("SLUICE_PROGRESS_INTERVAL", PROGRESS_INTERVAL))
+        lease_seconds=app.config["SLUICE_RUN_LEASE_SECONDS"],
+        heartbeat_seconds=app.config["SLUICE_HEARTBEAT_SECONDS"],
+        progress_interval=app.config["SLUICE_PROGRESS_INTERVAL"])
     app.extensions["sluice_runs"] = service
     embedded = app.config["SLUICE_EMBEDDED_WORKER"] and not app.config.get("SLUICE_DB_ERROR")
     if embedded and _should_start_worker():
