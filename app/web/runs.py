@@ -1,13 +1,13 @@
 """Run history, a run's page with live progress, its summary download, cancel and retry."""
 import json
-import os
+from types import SimpleNamespace
 
 from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from .. import queries
 from ..extensions import db
 from ..pipeline import summary_of
-from ..runs import RunStateError, current_service
+from ..runs import RunService, RunStateError, current_service
 from .forms import ActionForm
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
@@ -33,7 +33,7 @@ def index():
 
 
 def _file_gone(run: dict) -> bool:
-    return bool(run["file_removed_at"]) or bool(run["file_path"] and not os.path.exists(run["file_path"]))
+    return bool(run["file_path"]) and not RunService.file_available(SimpleNamespace(**run))
 
 
 @bp.get("/<int:run_id>")
@@ -47,14 +47,7 @@ def show(run_id: int):
         lineage = queries.run_lineage(conn, run_id, cursor=request.args.get("lineage"))
     progress = current_service().progress(run_id) if run["status"] in ("queued", "running") else None
     return render_template("runs/show.html", run=run, letters=letters, lineage=lineage, progress=progress,
-                           file_gone=_file_gone(run), summary=summary_of(_Row(run)), form=ActionForm())
-
-
-class _Row:
-    """Attribute access to a run's dict, as `summary_of` reads a row."""
-
-    def __init__(self, data: dict):
-        self.__dict__.update(data)
+                           file_gone=_file_gone(run), summary=summary_of(SimpleNamespace(**run)), form=ActionForm())
 
 
 @bp.get("/<int:run_id>/progress.json")
@@ -85,7 +78,7 @@ def summary(run_id: int):
         run = queries.run_detail(conn, run_id)
     if run is None:
         abort(404, f"There is no run {run_id}.")
-    body = json.dumps(summary_of(_Row(run)), indent=2) + "\n"
+    body = json.dumps(summary_of(SimpleNamespace(**run)), indent=2) + "\n"
     return Response(body, mimetype="application/json",
                     headers={"Content-Disposition": f'attachment; filename="sluice-run-{run_id}-summary.json"'})
 
