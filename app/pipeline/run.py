@@ -106,31 +106,32 @@ def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item
     run = read_run(conn, run_id)
     options = Options.from_json(run.options)
     report = progress or (lambda phase, records, nbytes: None)
-    reader_box = []
+    files, readers = [], []
 
     def source() -> Iterable[Item]:
         if items is not None:
             return items()
         if not run.file_path or not Path(run.file_path).exists():
             raise InputError("the run's file is no longer stored")
-        raw = open(run.file_path, "rb")  # closed in the finally below
-        reader_box.append(raw)
-        reader = Reader(raw, settings.max_decompressed_bytes, settings.max_upload_bytes)
-        reader_box.append(reader)
-        return reader
+        files.append(open(run.file_path, "rb"))  # closed by close_files
+        readers.append(Reader(files[-1], settings.max_decompressed_bytes, settings.max_upload_bytes))
+        return readers[-1]
+
+    def bytes_read() -> int:
+        return readers[-1].bytes_read() if readers else 0
+
+    def close_files() -> None:
+        while files:
+            files.pop().close()
 
     _set(conn, run_id, status="running", started_at=now_text(), error=None)
     try:
         for _attempt in range(3):
             try:
-                summary = _attempt_run(conn, run, options, settings, source, report, reader_box, dl_ids)
+                summary = _attempt_run(conn, run, options, settings, source, report, bytes_read, dl_ids)
                 break
             except _Restart:
-                for handle in reader_box:
-                    if hasattr(handle, "close"):
-                        handle.close()
-                reader_box.clear()
-                continue
+                close_files()
         else:
             raise InputError("the watermark kept moving while the run was read; retry the run")
     except RunCancelled:
@@ -146,9 +147,7 @@ def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item
         _finish_failed(conn, run_id, "failed", message)
         raise RunFailed(run_id, message) from exc
     finally:
-        for handle in reader_box:
-            if hasattr(handle, "close"):
-                handle.close()
+        close_files()
         _drop_staging(conn)
     return summary
 
@@ -179,7 +178,7 @@ def _applied_version(conn: Connection):
     return conn.execute(select(func.max(Run.applied_seq))).scalar()
 
 
-def _attempt_run(conn, run, options: Options, settings: Settings, source, report, reader_box, dl_ids) -> dict:
+def _attempt_run(conn, run, options: Options, settings: Settings, source, report, bytes_read, dl_ids) -> dict:
     run_id = run.id
     with conn.begin():
         if conn.dialect.name == "sqlite":
@@ -191,8 +190,7 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
     latest = canonical(utc_now() + settings.future_tolerance)
 
     def tick(records: int) -> None:
-        reader = reader_box[-1] if reader_box else None
-        report("reading", records, reader.bytes_read() if reader is not None and hasattr(reader, "bytes_read") else 0)
+        report("reading", records, bytes_read())
 
     report("reading", 0, 0)
     with conn.begin():
