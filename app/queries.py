@@ -300,18 +300,23 @@ def target_row(conn: Connection, key: str) -> dict | None:
 
 # --- lineage --------------------------------------------------------------------------------------
 
-def lineage_of_key(conn: Connection, key: str, *, cursor: str | None = None, limit: int | None = None) -> dict:
-    """A key's current target row and its timeline across runs, newest first, one keyset page at a time."""
+def _newest_first(conn: Connection, query, id_column, cursor: str | None, limit: int | None) -> dict:
+    """A keyset page of `query`, newest id first: its rows, limit, next cursor and whether it is the first."""
     after = _one(decode_cursor(cursor, 1))
-    query = select(Lineage).where(Lineage.key == key if storable(key) else false())
     if after is not None:
-        query = query.where(Lineage.id < after[0])
+        query = query.where(id_column < after[0])
     limit = _limit(limit)
-    rows = [dict(r._mapping) for r in conn.execute(query.order_by(Lineage.id.desc()).limit(limit + 1))]
+    rows = [dict(r._mapping) for r in conn.execute(query.order_by(id_column.desc()).limit(limit + 1))]
     more = len(rows) > limit
     rows = rows[:limit]
-    return {"key": key, "target": target_row(conn, key), "rows": rows, "limit": limit,
-            "next": encode_cursor((rows[-1]["id"],)) if more else None, "first_page": after is None}
+    return {"rows": rows, "limit": limit, "next": encode_cursor((rows[-1]["id"],)) if more else None,
+            "first_page": after is None}
+
+
+def lineage_of_key(conn: Connection, key: str, *, cursor: str | None = None, limit: int | None = None) -> dict:
+    """A key's current target row and its timeline across runs, newest first, one keyset page at a time."""
+    query = select(Lineage).where(Lineage.key == key if storable(key) else false())
+    return {"key": key, "target": target_row(conn, key), **_newest_first(conn, query, Lineage.id, cursor, limit)}
 
 
 def similar_keys(conn: Connection, key: str, limit: int = 10) -> list[str]:
@@ -423,13 +428,6 @@ def watermark_page(conn: Connection, *, cursor: str | None = None, limit: int | 
                    name: str = WATERMARK) -> dict:
     """The watermark's current value and its history, newest first, one keyset page at a time."""
     row = conn.execute(select(Watermark).where(Watermark.name == name)).first()
-    after = _one(decode_cursor(cursor, 1))
     query = select(WatermarkHistory).where(WatermarkHistory.name == name)
-    if after is not None:
-        query = query.where(WatermarkHistory.id < after[0])
-    limit = _limit(limit)
-    rows = [dict(r._mapping) for r in conn.execute(query.order_by(WatermarkHistory.id.desc()).limit(limit + 1))]
-    more = len(rows) > limit
-    rows = rows[:limit]
     return {"name": name, "value": row.value if row else None, "updated_at": row.updated_at if row else None,
-            "rows": rows, "limit": limit, "next": encode_cursor((rows[-1]["id"],)) if more else None}
+            **_newest_first(conn, query, WatermarkHistory.id, cursor, limit)}
