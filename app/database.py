@@ -41,17 +41,19 @@ def configure_engine(engine: Engine) -> None:
 
 
 @contextmanager
-def write_transaction(conn: Connection):
+def write_transaction(conn: Connection, *, apply_lock: bool = True):
     """Run a block in a transaction that holds the database's apply lock until it commits.
 
     On SQLite that is the single write lock (BEGIN IMMEDIATE); on PostgreSQL a transaction-level
     advisory lock, so applies of runs and operator changes happen one at a time on both.
+    `apply_lock=False` is for writes an apply does not depend on (recording a run, its status):
+    PostgreSQL then lets them through during an apply; SQLite has only the one lock.
     """
     conn.execution_options(sluice_write_lock=True)
     try:
         with conn.begin():
             conn.execution_options(sluice_write_lock=False)
-            if conn.dialect.name == "postgresql":
+            if apply_lock and conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_APPLY_LOCK})")
             yield conn
     finally:

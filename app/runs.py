@@ -136,7 +136,8 @@ class RunService:
 
     def cancel(self, run_id: int) -> str:
         """Cancel a queued run at once, or ask a running one to stop; return the run's status after."""
-        with self.engine.connect() as conn, write_transaction(conn):
+        # Conditional updates: no need to wait for another run's apply on PostgreSQL.
+        with self.engine.connect() as conn, write_transaction(conn, apply_lock=False):
             status = self._status(conn, run_id)
             if status == "queued":
                 conn.execute(update(Run).where(Run.id == run_id, Run.status == "queued").values(
@@ -318,18 +319,13 @@ class RunService:
                 log.warning("heartbeat of run %s failed", run_id, exc_info=True)
 
     def _beat(self, conn: Connection, run_id: int) -> None:
-        if conn.dialect.name == "postgresql":
-            # A plain row update: the heartbeat must not queue behind another run's apply lock.
-            with conn.begin():
-                conn.execute(update(Run).where(Run.id == run_id, Run.status == "running")
-                             .values(heartbeat_at=now_text()))
-        else:
-            with write_transaction(conn):
-                conn.execute(update(Run).where(Run.id == run_id, Run.status == "running")
-                             .values(heartbeat_at=now_text()))
+        # The heartbeat must not queue behind another run's apply lock (PostgreSQL).
+        with write_transaction(conn, apply_lock=False):
+            conn.execute(update(Run).where(Run.id == run_id, Run.status == "running")
+                         .values(heartbeat_at=now_text()))
 
     def _mark_failed(self, run_id: int, message: str) -> None:
-        with self.engine.connect() as conn, write_transaction(conn):
+        with self.engine.connect() as conn, write_transaction(conn, apply_lock=False):
             conn.execute(update(Run).where(Run.id == run_id, Run.status == "running").values(
                 status="failed", error=message, finished_at=now_text()))
 

@@ -77,3 +77,27 @@ def test_a_dead_letter_resolved_meanwhile_is_not_reprocessed_twice(conn, engine,
         ("resolved", 1, raced[1]["run_id"])
     ]
     assert target(conn)["a"][1] == 1.0
+
+
+def test_recording_a_run_does_not_wait_for_another_runs_apply_on_postgresql(conn, engine, write):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has a single write lock: there an upload waits for the apply (seconds)")
+    from app.database import write_transaction
+    from app.pipeline import create_run
+
+    recorded = []
+
+    def progress(phase, records_read, nbytes):
+        if phase == "applying" and not recorded:  # this run holds the apply lock now
+            with engine.connect() as other:
+                other.exec_driver_sql("SET lock_timeout = '5s'")
+                other.commit()
+                recorded.append(create_run(other, kind="api", source_name="during.json"))
+                with pytest.raises(Exception, match="lock timeout"):
+                    with write_transaction(other):  # an operator change does wait for the apply
+                        pass
+
+    summary = run_file(conn, write("big.json", json.dumps([rec(key=f"k{i}") for i in range(50)])),
+                       progress=progress)
+    assert summary["inserted"] == 50 and len(recorded) == 1
+    assert fetch(conn, "SELECT status FROM runs WHERE id = :i", i=recorded[0]) == [("queued",)]

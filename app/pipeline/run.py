@@ -75,7 +75,7 @@ def create_run(conn: Connection, *, kind: str, options: Options | None = None, s
     """Record a queued run and return its id; with `worker`, the run is claimed by that process at once."""
     if kind not in KINDS:
         raise ValueError(f"unknown run kind {kind!r}")
-    with write_transaction(conn):
+    with write_transaction(conn, apply_lock=False):
         same = None
         if source_sha256:
             same = conn.execute(select(func.min(Run.id)).where(Run.source_sha256 == source_sha256)).scalar()
@@ -90,7 +90,7 @@ def create_run(conn: Connection, *, kind: str, options: Options | None = None, s
 
 
 def _set(conn: Connection, run_id: int, **values) -> None:
-    with write_transaction(conn):
+    with write_transaction(conn, apply_lock=False):
         conn.execute(update(Run).where(Run.id == run_id).values(**values))
 
 
