@@ -20,6 +20,7 @@ from sqlalchemy import select, text
 from app.models import Run
 from app.pipeline import run_file
 
+from . import pipeline_helpers
 from .conftest import TABLES
 
 pytestmark = pytest.mark.slow
@@ -61,13 +62,8 @@ def rows(engine, sql: str, **params) -> list:
 
 def snapshot(engine) -> dict:
     """Everything a run may change, except the runs table itself."""
-    return {
-        "target": rows(engine, "SELECT * FROM target ORDER BY key"),
-        "lineage": rows(engine, "SELECT * FROM lineage ORDER BY id"),
-        "dead_letters": rows(engine, "SELECT * FROM dead_letters ORDER BY id"),
-        "watermarks": rows(engine, "SELECT * FROM watermarks ORDER BY name"),
-        "watermark_history": rows(engine, "SELECT * FROM watermark_history ORDER BY id"),
-    }
+    with engine.connect() as conn:
+        return pipeline_helpers.snapshot(conn)
 
 
 def run_of(engine, run_id):

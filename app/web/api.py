@@ -418,9 +418,15 @@ def create_run():
         raise ApiError(413, "too_large", str(exc)) from None
     except InputError as exc:
         raise ApiError(415, "not_json", str(exc)) from None
+    return _accepted(run_id, svc, location=True)
+
+
+def _accepted(run_id: int, svc, *, location: bool):
+    """202 with the run (and its Location when it is a new one)."""
     response = jsonify(run_json(_run_or_404(run_id), svc))
     response.status_code = 202
-    response.headers["Location"] = url_for("api.get_run", run_id=run_id)
+    if location:
+        response.headers["Location"] = url_for("api.get_run", run_id=run_id)
     return response
 
 
@@ -449,9 +455,7 @@ def cancel_run(run_id: int):
         svc.cancel(run_id)
     except ValueError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
-    response = jsonify(run_json(_run_or_404(run_id), svc))
-    response.status_code = 202
-    return response
+    return _accepted(run_id, svc, location=False)
 
 
 @bp.post("/runs/<int:run_id>/retry")
@@ -463,10 +467,7 @@ def retry_run(run_id: int):
         new_id = svc.retry(run_id)
     except ValueError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
-    response = jsonify(run_json(_run_or_404(new_id), svc))
-    response.status_code = 202
-    response.headers["Location"] = url_for("api.get_run", run_id=new_id)
-    return response
+    return _accepted(new_id, svc, location=True)
 
 
 # --- target and lineage ----------------------------------------------------------------------------
