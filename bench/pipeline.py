@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 OUT = HERE / "out"
-MAKE_RECORDS = ROOT.parent / "shared" / "bench" / "make_records.py"
+MAKE_RECORDS = ROOT / "bench" / "make_records.py"
 FILES = {"A": [], "B": ["--seed", "7", "--start", "2024-01-05T00:00:00"]}
 # Run C (--backfill): file A again, ignoring the watermark, on top of A and B: the only way this
 # generator's files produce `unchanged` (A's rows that B did not touch) and `stale` (the ones it did).

@@ -11,11 +11,10 @@ from app.database import make_engine
 from app.schema import upgrade
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-if not SHARED.exists():  # a clone elsewhere: shared/ sits beside the project's root
-    SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SAMPLE_INPUT = SHARED / "data" / "sample_input.json"
-SAMPLE_SUMMARY = SHARED / "data" / "sample_summary.json"
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_INPUT = ROOT / "tests" / "data" / "sample_input.json"  # the seed's sample and its summary, shipped
+SAMPLE_SUMMARY = ROOT / "tests" / "data" / "sample_summary.json"
+MAKE_RECORDS = ROOT / "bench" / "make_records.py"  # the benchmark generator, shipped
 TABLES = ("target", "dead_letters", "lineage", "watermarks", "watermark_history", "runs")
 
 

@@ -6,10 +6,9 @@ import sys
 
 from app.pipeline import Options, run_file
 
-from .conftest import SAMPLE_INPUT, SAMPLE_SUMMARY, SHARED
+from .conftest import MAKE_RECORDS, SAMPLE_INPUT, SAMPLE_SUMMARY
 from .pipeline_helpers import fetch, scalar
 
-MAKE_RECORDS = SHARED / "bench" / "make_records.py"
 STEPS = ("skipped", "rejected", "staged", "superseded", "inserted", "updated", "unchanged", "stale")
 
 
