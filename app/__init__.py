@@ -1,6 +1,5 @@
 """Sluice: a small data warehouse with a web dashboard."""
 import os
-from datetime import timedelta
 
 from flask import Flask
 from sqlalchemy.engine import make_url
@@ -9,7 +8,6 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from .config import defaults
 from .database import configure_engine
 from .extensions import csrf, db, migrate
-from .pipeline import Settings
 from .schema import MIGRATIONS, upgrade
 
 
@@ -48,11 +46,3 @@ def create_app(test_config: dict | None = None) -> Flask:
     cli.init_app(app)
     return app
 
-
-def pipeline_settings(app: Flask) -> Settings:
-    """The pipeline's limits from the app's configuration."""
-    return Settings(
-        max_decompressed_bytes=app.config["SLUICE_MAX_DECOMPRESSED_BYTES"],
-        future_tolerance=timedelta(seconds=app.config["SLUICE_FUTURE_TOLERANCE_SECONDS"]),
-        max_upload_bytes=app.config["MAX_CONTENT_LENGTH"],
-    )

@@ -8,6 +8,7 @@ from flask.cli import AppGroup
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from .config import pipeline_settings
 from .extensions import db
 from .models import Lineage, Run
 from .pipeline import (DeadLetterError, Options, RunFailed, WatermarkError, discard as discard_dl,
@@ -60,7 +61,6 @@ def _guard(fn):
 @_guard
 def run_command(file, output, ignore_watermark, max_reject_rate, dry_run):
     """Run the pipeline on FILE and print the summary."""
-    from . import pipeline_settings
 
     if not Path(file).is_file():
         raise click.ClickException(f"no such file: {file}")
@@ -68,7 +68,7 @@ def run_command(file, output, ignore_watermark, max_reject_rate, dry_run):
     service = current_service()
     with _connection() as conn:
         service.recover()  # a run of a killed `etl run` is marked interrupted, as a worker's would be
-        summary = run_file(conn, file, kind="cli", options=options, settings=pipeline_settings(current_app),
+        summary = run_file(conn, file, kind="cli", options=options, settings=pipeline_settings(current_app.config),
                            worker=service.worker_id())
     text = json.dumps(summary, indent=2)
     if output:
@@ -142,11 +142,10 @@ def watermark_command(new_value, reset, yes):
 @_guard
 def reprocess_command(ids):
     """Retry open dead letters by id (one run of kind `reprocess`)."""
-    from . import pipeline_settings
 
     with _connection() as conn:
         try:
-            summary = reprocess_dl(conn, list(ids), settings=pipeline_settings(current_app),
+            summary = reprocess_dl(conn, list(ids), settings=pipeline_settings(current_app.config),
                                    worker=current_service().worker_id())
         except RunFailed as exc:
             raise click.ClickException(f"reprocess run {exc.run_id} failed: {exc}") from None

@@ -3,9 +3,15 @@ import os
 import secrets
 from pathlib import Path
 
+from datetime import timedelta
+from typing import Mapping
+
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from .pipeline import Settings
+
+MiB = 1024 ** 2
 GiB = 1024 ** 3
 
 
@@ -52,6 +58,7 @@ def defaults(instance_path: str) -> dict:
         "SECRET_KEY": secret_key(instance_path),
         "MAX_CONTENT_LENGTH": _int("SLUICE_MAX_UPLOAD_BYTES", 1 * GiB),
         "SLUICE_MAX_DECOMPRESSED_BYTES": _int("SLUICE_MAX_DECOMPRESSED_BYTES", 4 * GiB),
+        "SLUICE_MAX_RECORD_BYTES": _int("SLUICE_MAX_RECORD_BYTES", 16 * MiB),
         "SLUICE_FUTURE_TOLERANCE_SECONDS": _int("SLUICE_FUTURE_TOLERANCE_SECONDS", 86400),
         "SLUICE_UPLOAD_DIR": os.environ.get("SLUICE_UPLOAD_DIR", str(Path(instance_path) / "uploads")),
         "SLUICE_FILE_RETENTION_HOURS": _int("SLUICE_FILE_RETENTION_HOURS", 24 * 7),
@@ -61,3 +68,13 @@ def defaults(instance_path: str) -> dict:
         "SLUICE_PROGRESS_INTERVAL": float(os.environ.get("SLUICE_PROGRESS_INTERVAL", 0.5)),
         "WTF_CSRF_TIME_LIMIT": None,
     }
+
+
+def pipeline_settings(config: Mapping) -> Settings:
+    """The pipeline's limits from an app's configuration (`app.config`)."""
+    return Settings(
+        max_decompressed_bytes=config["SLUICE_MAX_DECOMPRESSED_BYTES"],
+        future_tolerance=timedelta(seconds=config["SLUICE_FUTURE_TOLERANCE_SECONDS"]),
+        max_upload_bytes=config["MAX_CONTENT_LENGTH"],
+        max_record_bytes=config["SLUICE_MAX_RECORD_BYTES"],
+    )

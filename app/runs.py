@@ -24,11 +24,12 @@ from typing import BinaryIO, Protocol
 from sqlalchemy import case, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from .config import pipeline_settings
 from .database import write_transaction
 from .models import Run
 from .pipeline import (InputError, Options, RunCancelled, RunFailed, Settings, TooLarge, create_run,
                        execute_run, sniff)
-from .pipeline.extract import _human
+from .formatting import human_bytes
 from .pipeline.validate import canonical, now_text, utc_now
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ class RunService:
                 while block:
                     size += len(block)
                     if limit is not None and size > limit:
-                        raise TooLarge(f"the file is larger than the upload size limit of {_human(limit)}")
+                        raise TooLarge(f"the file is larger than the upload size limit of {human_bytes(limit)}")
                     digest.update(block)
                     out.write(block)
                     block = stream.read(CHUNK)
@@ -524,13 +525,12 @@ def current_service() -> RunService:
 
 def init_app(app) -> RunService:
     """Create the app's run service (`app.extensions["sluice_runs"]`) and, if configured, its worker."""
-    from . import pipeline_settings
     from .extensions import db
 
     with app.app_context():
         engine = db.engine
     service = RunService(
-        engine, settings=pipeline_settings(app), upload_dir=app.config["SLUICE_UPLOAD_DIR"],
+        engine, settings=pipeline_settings(app.config), upload_dir=app.config["SLUICE_UPLOAD_DIR"],
         state_dir=app.instance_path, max_upload_bytes=app.config["MAX_CONTENT_LENGTH"],
         retention_hours=app.config["SLUICE_FILE_RETENTION_HOURS"],
         lease_seconds=app.config["SLUICE_RUN_LEASE_SECONDS"],

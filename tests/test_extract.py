@@ -290,7 +290,7 @@ def test_the_upload_size_limit_fails_the_run_naming_the_limit(conn, write, compr
     data = gzip.compress(content) if compress else content
     assert len(data) > 1000
     path = write("large.json", data)
-    with pytest.raises(RunFailed, match="larger than the upload size limit of 1000 bytes"):
+    with pytest.raises(RunFailed, match="larger than the upload size limit of 1,000 bytes"):
         run_file(conn, path, settings=Settings(max_upload_bytes=1000))
     assert target(conn) == {}
     assert run_file(conn, path, settings=Settings(max_upload_bytes=len(data)))["inserted"] == 300

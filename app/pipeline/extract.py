@@ -14,6 +14,8 @@ from typing import BinaryIO, Iterator
 
 import orjson
 
+from ..formatting import human_bytes
+
 CHUNK = 1 << 20
 LOW_WATER = 1 << 16
 MAX_RECORD_BYTES = 16 << 20  # one record (an array element or a JSON line) may be at most this long
@@ -81,16 +83,8 @@ class _Limited:
             raise InputError(f"the gzip stream is corrupt or truncated ({exc})") from None
         self.count += len(data)
         if self.count > self.limit:
-            raise TooLarge(f"the file is larger than the {self.what} limit of {_human(self.limit)}")
+            raise TooLarge(f"the file is larger than the {self.what} limit of {human_bytes(self.limit)}")
         return data
-
-
-def _human(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:g} {unit}" if unit == "bytes" else f"{n:.4g} {unit}"
-        n /= 1024
-    return str(n)
 
 
 class Reader:
@@ -165,7 +159,7 @@ class Reader:
             buf = lines.pop()
             if len(buf) > MAX_RECORD_BYTES:
                 raise InputError(f"line {line_no + len(lines) + 1} is longer than the record limit "
-                                 f"of {_human(MAX_RECORD_BYTES)}")
+                                 f"of {human_bytes(MAX_RECORD_BYTES)}")
             for line in lines:
                 line_no += 1
                 if not line.strip(_WS_BYTES):

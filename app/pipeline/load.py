@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection
 
+from ..formatting import number
 from .stage import bulk_insert
 
 OUTCOMES = ("inserted", "updated", "unchanged", "stale")
@@ -25,17 +26,13 @@ class LoadCounts:
     lineage_entries: int = 0
 
 
-def _number(value: float) -> str:
-    return repr(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
-
-
 def update_detail(old_name, name, old_value, value, old_ts, ts) -> str:
     """The detail of an `updated` lineage entry: each changed field as old → new."""
     parts = []
     if old_name != name:
         parts.append(f"name: {old_name!r} → {name!r}")
     if old_value != value:
-        parts.append(f"value: {_number(old_value)} → {_number(value)}")
+        parts.append(f"value: {number(old_value)} → {number(value)}")
     if old_ts != ts:
         parts.append(f"ts: {old_ts} → {ts}")
     return "; ".join(parts)

@@ -44,6 +44,7 @@ class Settings:
     max_decompressed_bytes: int = 4 * GiB
     future_tolerance: timedelta = timedelta(days=1)
     max_upload_bytes: int | None = None
+    max_record_bytes: int = MAX_RECORD_BYTES
 
 
 class RunFailed(Exception):

@@ -1,14 +1,7 @@
 """The web app's blueprints and error pages."""
 from flask import Flask
 
-
-def _number(value) -> str:
-    """A target value as people read it: whole numbers without '.0', others as stored."""
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
-        return str(int(value))
-    return repr(value) if isinstance(value, float) else str(value)
+from ..formatting import number
 
 
 def _dict_without(mapping, *names) -> dict:
@@ -25,5 +18,5 @@ def init_app(app: Flask) -> None:
     from .api import bp as api_bp
     app.register_blueprint(api_bp)
     errors.init_app(app)
-    app.jinja_env.filters["number"] = _number
+    app.jinja_env.filters["number"] = number
     app.jinja_env.filters["dict_without"] = _dict_without

@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from .. import queries
+from ..config import pipeline_settings
 from ..extensions import csrf, db
 from ..pipeline import (
     DeadLetterError,
@@ -341,9 +342,7 @@ def _page_json(page: dict, items: list) -> dict:
 
 
 def _settings():
-    from .. import pipeline_settings
-
-    return pipeline_settings(current_app)
+    return pipeline_settings(current_app.config)
 
 
 def _read(fn, *args, **kwargs):

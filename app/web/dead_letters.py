@@ -3,7 +3,8 @@ import json
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
-from .. import pipeline_settings, queries
+from .. import queries
+from ..config import pipeline_settings
 from ..extensions import db
 from ..pipeline import DeadLetterError, RunFailed, discard, parse_edit, reopen, reprocess
 from ..runs import current_service
@@ -85,7 +86,7 @@ def show(dl_id: int):
 
 
 def _retry(dl_id: int, edited=None):
-    settings = pipeline_settings(current_app)
+    settings = pipeline_settings(current_app.config)
     with db.engine.connect() as conn:
         try:
             summary = reprocess(conn, [dl_id], edited=edited, settings=settings, worker=current_service().worker_id())
@@ -199,7 +200,7 @@ def bulk():
                 n = discard(conn, ids, reason=form.reason.data, actor=None)
                 flash(f"Discarded {n} dead letters.", "ok")
                 return redirect(back, 303)
-            summary = reprocess(conn, ids, settings=pipeline_settings(current_app), worker=current_service().worker_id())
+            summary = reprocess(conn, ids, settings=pipeline_settings(current_app.config), worker=current_service().worker_id())
         except DeadLetterError as exc:
             flash(str(exc), "error")
             return redirect(back, 303)

@@ -3,18 +3,8 @@ from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import InternalServerError
 
+from ..formatting import human_bytes
 from ..queries import BadCursor
-
-
-def human_bytes(n: int | None) -> str:
-    """A byte count as people read it (1 GiB, 512 MiB, 10 KiB)."""
-    if n is None:
-        return "unknown"
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:,} bytes" if unit == "bytes" else f"{n:,.1f} {unit}".replace(".0 ", " ")
-        n /= 1024
-    return str(n)
 
 
 def _wants_json() -> bool:

@@ -5,7 +5,7 @@ from .. import queries
 from ..extensions import db
 from ..pipeline import InputError, Options, TooLarge
 from ..runs import current_service
-from .errors import human_bytes
+from ..formatting import human_bytes
 from .forms import UploadForm
 
 bp = Blueprint("upload", __name__)
