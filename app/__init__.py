@@ -31,6 +31,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS))
+    from .web import upload_limit
+    app.before_request(upload_limit)  # before CSRF protection, which parses the form
     csrf.init_app(app)
     with app.app_context():
         configure_engine(db.engine)

@@ -8,22 +8,29 @@ from flask.cli import AppGroup
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from .config import pipeline_settings
 from .extensions import db
 from .models import Lineage, Run
-from .pipeline import (DeadLetterError, Options, RunFailed, WatermarkError, discard as discard_dl,
-                       reprocess as reprocess_dl, run_file)
+from .pipeline import (DeadLetterError, Options, RunFailed, WatermarkError, discard as discard_dl)
 from .pipeline import watermark as wm
 from .runs import current_service
 
 etl = AppGroup("etl", help="Run the pipeline and manage what it wrote.")
 
 
-def _connection():
+def _usable_database() -> None:
     error = current_app.config.get("SLUICE_DB_ERROR")
     if error:
         raise click.ClickException(f"the database is unreachable: {error}")
+
+
+def _connection():
+    _usable_database()
     return db.engine.connect()
+
+
+def _service():
+    _usable_database()
+    return current_service()
 
 
 def _guard(fn):
@@ -65,11 +72,9 @@ def run_command(file, output, ignore_watermark, max_reject_rate, dry_run):
     if not Path(file).is_file():
         raise click.ClickException(f"no such file: {file}")
     options = Options(ignore_watermark=ignore_watermark, max_reject_rate=max_reject_rate, dry_run=dry_run)
-    service = current_service()
-    with _connection() as conn:
-        service.recover()  # a run of a killed `etl run` is marked interrupted, as a worker's would be
-        summary = run_file(conn, file, kind="cli", options=options, settings=pipeline_settings(current_app.config),
-                           worker=service.worker_id())
+    service = _service()
+    service.recover()  # a run of a killed `etl run` is marked interrupted, as a worker's would be
+    summary = service.run_file(file, options=options)
     text = json.dumps(summary, indent=2)
     if output:
         Path(output).write_text(text + "\n")
@@ -143,12 +148,10 @@ def watermark_command(new_value, reset, yes):
 def reprocess_command(ids):
     """Retry open dead letters by id (one run of kind `reprocess`)."""
 
-    with _connection() as conn:
-        try:
-            summary = reprocess_dl(conn, list(ids), settings=pipeline_settings(current_app.config),
-                                   worker=current_service().worker_id())
-        except RunFailed as exc:
-            raise click.ClickException(f"reprocess run {exc.run_id} failed: {exc}") from None
+    try:
+        summary = _service().reprocess(list(ids))
+    except RunFailed as exc:
+        raise click.ClickException(f"reprocess run {exc.run_id} failed: {exc}") from None
     click.echo(json.dumps(summary, indent=2))
 
 

@@ -56,7 +56,10 @@ def defaults(instance_path: str) -> dict:
     return {
         "SQLALCHEMY_DATABASE_URI": database_url(instance_path),
         "SECRET_KEY": secret_key(instance_path),
-        "MAX_CONTENT_LENGTH": _int("SLUICE_MAX_UPLOAD_BYTES", 1 * GiB),
+        # Every request body is small but an upload's: the two upload endpoints raise the limit for
+        # themselves (`request.max_content_length`), so no other route reads a large body.
+        "MAX_CONTENT_LENGTH": _int("SLUICE_MAX_REQUEST_BYTES", 1 * MiB),
+        "SLUICE_MAX_UPLOAD_BYTES": _int("SLUICE_MAX_UPLOAD_BYTES", 1 * GiB),
         "SLUICE_MAX_DECOMPRESSED_BYTES": _int("SLUICE_MAX_DECOMPRESSED_BYTES", 4 * GiB),
         "SLUICE_MAX_RECORD_BYTES": _int("SLUICE_MAX_RECORD_BYTES", 16 * MiB),
         "SLUICE_FUTURE_TOLERANCE_SECONDS": _int("SLUICE_FUTURE_TOLERANCE_SECONDS", 86400),
@@ -75,6 +78,6 @@ def pipeline_settings(config: Mapping) -> Settings:
     return Settings(
         max_decompressed_bytes=config["SLUICE_MAX_DECOMPRESSED_BYTES"],
         future_tolerance=timedelta(seconds=config["SLUICE_FUTURE_TOLERANCE_SECONDS"]),
-        max_upload_bytes=config["MAX_CONTENT_LENGTH"],
+        max_upload_bytes=config["SLUICE_MAX_UPLOAD_BYTES"],
         max_record_bytes=config["SLUICE_MAX_RECORD_BYTES"],
     )

@@ -23,7 +23,7 @@ PAGE = 50
 MAX_PAGE = 500
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 DEAD_LETTER_STATUSES = ("open", "resolved", "discarded")
-ERROR_CODES = ("not_an_object", "malformed_json", "missing_key", "invalid_key", "missing_name", "invalid_name",
+ERROR_CODES = ("not_an_object", "malformed_json", "record_too_large", "missing_key", "invalid_key", "missing_name", "invalid_name",
                "missing_value", "invalid_value", "missing_timestamp", "invalid_timestamp", "future_timestamp")
 # Sort name -> the columns of the index that serves it (the primary key last, to make it unique).
 TARGET_SORTS = {

@@ -28,7 +28,8 @@ from .config import pipeline_settings
 from .database import write_transaction
 from .models import Run
 from .pipeline import (InputError, Options, RunCancelled, RunFailed, Settings, TooLarge, create_run,
-                       execute_run, sniff)
+                       execute_run, run_file, sniff)
+from .pipeline import reprocess as reprocess_dead_letters
 from .formatting import human_bytes
 from .pipeline.validate import canonical, now_text, utc_now
 
@@ -188,6 +189,21 @@ class RunService:
             # Another process is executing a run: wait for it (or for its lease to expire).
             time.sleep(poll)
             self.recover()
+
+    def run_file(self, path: str | Path, *, options: Options | None = None) -> dict:
+        """Execute a `cli` run of a local file now, claimed by this process; return its summary or raise RunFailed."""
+        with self.engine.connect() as conn:
+            return run_file(conn, path, kind="cli", options=options, settings=self.settings,
+                            worker=self.worker_id())
+
+    def reprocess(self, ids: list[int], *, edited=None) -> dict:
+        """Retry open dead letters now as one `reprocess` run of this process; return its summary.
+
+        Raises DeadLetterError when the selection cannot be retried, RunFailed when the run failed.
+        """
+        with self.engine.connect() as conn:
+            return reprocess_dead_letters(conn, ids, edited=edited, settings=self.settings,
+                                          worker=self.worker_id())
 
     @staticmethod
     def file_available(run) -> bool:
@@ -531,7 +547,7 @@ def init_app(app) -> RunService:
         engine = db.engine
     service = RunService(
         engine, settings=pipeline_settings(app.config), upload_dir=app.config["SLUICE_UPLOAD_DIR"],
-        state_dir=app.instance_path, max_upload_bytes=app.config["MAX_CONTENT_LENGTH"],
+        state_dir=app.instance_path, max_upload_bytes=app.config["SLUICE_MAX_UPLOAD_BYTES"],
         retention_hours=app.config["SLUICE_FILE_RETENTION_HOURS"],
         lease_seconds=app.config["SLUICE_RUN_LEASE_SECONDS"],
         heartbeat_seconds=app.config["SLUICE_HEARTBEAT_SECONDS"],

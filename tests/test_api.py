@@ -147,7 +147,7 @@ def test_raw_upload_must_declare_a_json_or_gzip_media_type(client, content_type)
 
 
 def test_upload_over_the_limit_is_refused_with_413(client, app):
-    app.config["MAX_CONTENT_LENGTH"] = 64
+    app.config["SLUICE_MAX_UPLOAD_BYTES"] = 64
     error = assert_error(upload(client, b"[" + b" " * 100 + b"]"), 413, "too_large")
     assert "64" in error["message"]
     response = client.post("/api/runs", data={"file": (io.BytesIO(b"[" + b" " * 100 + b"]"), "big.json")},

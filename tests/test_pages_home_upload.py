@@ -68,7 +68,7 @@ def test_upload_without_a_file_says_so(client):
 
 
 def test_a_file_over_the_limit_gets_the_413_page_naming_the_limit(client, app):
-    app.config["MAX_CONTENT_LENGTH"] = 10 * 1024
+    app.config["SLUICE_MAX_UPLOAD_BYTES"] = 10 * 1024
     response = upload(client, b"[" + b" " * 20_000 + b"]", "big.json")
     assert response.status_code == 413
     assert "larger than the limit of 10 KiB" in text(response)

@@ -94,7 +94,7 @@ def test_upload_over_the_limit_is_refused_and_not_kept(db_url, tmp_path, monkeyp
     monkeypatch.setenv("SLUICE_INSTANCE_PATH", str(tmp_path / "small"))
     app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "SECRET_KEY": "t",
                       "SLUICE_UPLOAD_DIR": str(tmp_path / "up"), "SLUICE_EMBEDDED_WORKER": False,
-                      "MAX_CONTENT_LENGTH": 10_000})
+                      "SLUICE_MAX_UPLOAD_BYTES": 10_000})
     svc = app.extensions["sluice_runs"]
     with pytest.raises(TooLarge, match="upload size limit"):
         upload(svc, records(1000))

@@ -1,5 +1,5 @@
 """The web app's blueprints and error pages."""
-from flask import Flask
+from flask import Flask, current_app, request
 
 from ..formatting import number
 
@@ -7,6 +7,18 @@ from ..formatting import number
 def _dict_without(mapping, *names) -> dict:
     """A copy of a mapping (e.g. request.args) without some keys and without empty values."""
     return {k: v for k, v in dict(mapping).items() if k not in names and v not in ("", None)}
+
+
+UPLOAD_ENDPOINTS = frozenset({"upload.upload", "api.create_run"})
+
+
+def upload_limit() -> None:
+    """Let the two upload endpoints read bodies up to the upload limit; every other stays at the small one.
+
+    Registered before CSRF protection, which reads the form, so the limit is in force when the body is parsed.
+    """
+    if request.endpoint in UPLOAD_ENDPOINTS:
+        request.max_content_length = current_app.config["SLUICE_MAX_UPLOAD_BYTES"]
 
 
 def init_app(app: Flask) -> None:

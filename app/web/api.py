@@ -271,11 +271,15 @@ def _error_response(status: int, code: str, message: str, headers=None, **extra)
     return response
 
 
+def request_limit() -> int:
+    """The body size limit of this request: the upload limit on upload endpoints, small elsewhere."""
+    return request.max_content_length
+
+
 def _http_error(exc: HTTPException):
     status = exc.code or 500
     if status == 413:
-        limit = current_app.config.get("MAX_CONTENT_LENGTH")
-        message = f"the request is larger than the upload limit of {limit:,} bytes" if limit else "too large"
+        message = f"the request is larger than its limit of {request_limit():,} bytes"
     else:
         message = exc.description or exc.name
     return _error_response(status, ERROR_NAMES.get(status, exc.name.lower().replace(" ", "_")), message,
@@ -544,14 +548,12 @@ def reprocess_dead_letter(dl_id: int):
     """Retry one open dead letter, unchanged or with an edited record (`raw`), as a run of its own."""
     _dead_letter_or_404(dl_id)
     edited = _edited(_json_body(("raw",)))
-    with db.engine.connect() as conn:
-        try:
-            summary = dead_letter_actions.reprocess(conn, [dl_id], edited=edited, settings=_settings(),
-                                                    worker=current_service().worker_id())
-        except DeadLetterError as exc:
-            raise _dead_letter_error(exc) from None
-        except RunFailed as exc:
-            raise ApiError(409, "run_failed", f"reprocess run {exc.run_id} failed: {exc}") from None
+    try:
+        summary = current_service().reprocess([dl_id], edited=edited)
+    except DeadLetterError as exc:
+        raise _dead_letter_error(exc) from None
+    except RunFailed as exc:
+        raise ApiError(409, "run_failed", f"reprocess run {exc.run_id} failed: {exc}") from None
     return jsonify({"run": summary, "dead_letter": _dead_letter_or_404(dl_id)})
 
 
@@ -608,13 +610,12 @@ def bulk_reprocess():
     ids = _bulk_selection(_json_body(("filter", "confirm"), required=True))
     if not ids:
         return jsonify({"count": 0, "run": None})
-    with db.engine.connect() as conn:
-        try:
-            summary = dead_letter_actions.reprocess(conn, ids, settings=_settings(), worker=current_service().worker_id())
-        except DeadLetterError as exc:
-            raise _dead_letter_error(exc) from None
-        except RunFailed as exc:
-            raise ApiError(409, "run_failed", f"reprocess run {exc.run_id} failed: {exc}") from None
+    try:
+        summary = current_service().reprocess(ids)
+    except DeadLetterError as exc:
+        raise _dead_letter_error(exc) from None
+    except RunFailed as exc:
+        raise ApiError(409, "run_failed", f"reprocess run {exc.run_id} failed: {exc}") from None
     return jsonify({"count": len(ids), "run": summary})
 
 

@@ -1,12 +1,11 @@
 """Dead letters: filter, counts, export; reprocess, edit-and-retry, discard, reopen; confirmed bulk actions."""
 import json
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from .. import queries
-from ..config import pipeline_settings
 from ..extensions import db
-from ..pipeline import DeadLetterError, RunFailed, discard, parse_edit, reopen, reprocess
+from ..pipeline import DeadLetterError, RunFailed, discard, parse_edit, reopen
 from ..runs import current_service
 from .forms import ActionForm, BulkForm, DiscardForm, EditForm
 from .target import export_response
@@ -86,16 +85,15 @@ def show(dl_id: int):
 
 
 def _retry(dl_id: int, edited=None):
-    settings = pipeline_settings(current_app.config)
+    try:
+        summary = current_service().reprocess([dl_id], edited=edited)
+    except DeadLetterError as exc:
+        flash(str(exc), "error")
+        return
+    except RunFailed as exc:
+        flash(f"The retry (run #{exc.run_id}) failed: {exc}", "error")
+        return
     with db.engine.connect() as conn:
-        try:
-            summary = reprocess(conn, [dl_id], edited=edited, settings=settings, worker=current_service().worker_id())
-        except DeadLetterError as exc:
-            flash(str(exc), "error")
-            return
-        except RunFailed as exc:
-            flash(f"The retry (run #{exc.run_id}) failed: {exc}", "error")
-            return
         letter = queries.dead_letter(conn, dl_id)
     if letter["status"] == "resolved":
         flash(f"Dead letter {dl_id} resolved by run #{summary['run_id']}: {letter['outcome']}.", "ok")
@@ -200,7 +198,7 @@ def bulk():
                 n = discard(conn, ids, reason=form.reason.data, actor=None)
                 flash(f"Discarded {n} dead letters.", "ok")
                 return redirect(back, 303)
-            summary = reprocess(conn, ids, settings=pipeline_settings(current_app.config), worker=current_service().worker_id())
+            summary = current_service().reprocess(ids)
         except DeadLetterError as exc:
             flash(str(exc), "error")
             return redirect(back, 303)

@@ -29,7 +29,10 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(413)
     def too_large(exc):
-        limit = human_bytes(app.config.get("MAX_CONTENT_LENGTH"))
+        if request.max_content_length != app.config["SLUICE_MAX_UPLOAD_BYTES"]:
+            return _render(413, "Request too large", f"The request is larger than the limit of "
+                           f"{human_bytes(request.max_content_length)} for this page.")
+        limit = human_bytes(app.config["SLUICE_MAX_UPLOAD_BYTES"])
         return _render(413, "File too large", f"The upload is larger than the limit of {limit}. "
                        "Split the file, compress it with gzip, or ask an operator to raise SLUICE_MAX_UPLOAD_BYTES.")
 

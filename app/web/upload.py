@@ -38,7 +38,7 @@ def upload():
                 run_ids.append(service.submit(f.stream, f.filename, kind="upload", options=options))
             except TooLarge:
                 errors.append(f"{f.filename}: larger than the upload limit of "
-                              f"{human_bytes(current_app.config['MAX_CONTENT_LENGTH'])}.")
+                              f"{human_bytes(current_app.config['SLUICE_MAX_UPLOAD_BYTES'])}.")
             except InputError as exc:
                 errors.append(f"{f.filename}: not JSON, JSON Lines or gzip ({exc}).")
     target = url_for("runs.show", run_id=run_ids[0]) if len(run_ids) == 1 else url_for("runs.index")
