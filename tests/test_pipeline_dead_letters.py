@@ -270,3 +270,41 @@ def test_refusals_have_codes_and_change_nothing(conn, write):
     assert [(r.status, r.attempts) for r in dead_letters(conn)] == [("open", 0), ("open", 0)]
     assert fetch(conn, "SELECT count(*) FROM runs") == [(1,)]
     assert fetch(conn, "SELECT count(*) FROM lineage WHERE step IN ('discarded', 'reprocessed')") == [(0,)]
+
+
+def test_reopening_beside_an_open_dead_letter_of_the_same_record_merges_them(conn, write):
+    bad = [rec(key="x", value="abc")]
+    load(conn, write, bad)
+    (a,) = (r.id for r in dead_letters(conn))
+    discard(conn, [a], reason="noise")
+    second = load(conn, write, bad)  # the discarded one does not count it: a new open dead letter
+    load(conn, write, bad)
+    b = dead_letters(conn)[-1].id
+    assert [(r.id, r.status, r.sightings) for r in dead_letters(conn)] == [(a, "discarded", 1), (b, "open", 2)]
+
+    assert reopen(conn, [a], actor="ops") == 1
+    rows = dead_letters(conn)
+    # The older one stays open with every sighting; the other is closed, naming it, and counts none.
+    assert [(r.id, r.status, r.sightings) for r in rows] == [(a, "open", 3), (b, "discarded", 0)]
+    assert rows[1].reason == f"merged into dead letter {a}"
+    assert rows[0].last_run_id == second["run_id"] + 1
+    assert sum(r.sightings for r in rows) == 3
+    merged = fetch(conn, "SELECT step, detail, actor FROM lineage WHERE dead_letter_id = :b AND run_id IS NULL",
+                   b=b)
+    assert [tuple(m) for m in merged] == [("discarded", f"merged into dead letter {a}: the same record and error",
+                                           "ops")]
+    # The next sighting goes to the one open dead letter.
+    load(conn, write, bad)
+    assert [(r.status, r.sightings) for r in dead_letters(conn)] == [("open", 4), ("discarded", 0)]
+
+
+def test_reopening_several_of_one_record_at_once_keeps_one_open(conn, write):
+    bad = [rec(key="x", value="abc")]
+    ids = []
+    for _ in range(3):
+        load(conn, write, bad)
+        ids.append(dead_letters(conn)[-1].id)
+        discard(conn, [ids[-1]])
+    assert reopen(conn, ids) == 3
+    rows = dead_letters(conn)
+    assert [(r.status, r.sightings) for r in rows] == [("open", 3), ("discarded", 0), ("discarded", 0)]

@@ -76,7 +76,7 @@ def reprocess(conn: Connection, ids: list[int], *, edited=None, settings: Settin
 
 
 def _change_status(conn: Connection, ids: list[int], *, frm: str, to: str, step: str, detail: str,
-                   actor: str | None, reason: str | None) -> int:
+                   actor: str | None, reason: str | None, then=None) -> int:
     ids = list(dict.fromkeys(int(i) for i in ids))
     if not ids:
         raise DeadLetterError("no dead letters selected", "invalid")
@@ -98,7 +98,37 @@ def _change_status(conn: Connection, ids: list[int], *, frm: str, to: str, step:
         conn.execute(insert(Lineage), [
             {"run_id": None, "pos": r.pos, "line": r.line, "key": r.key or "", "step": step, "at": now,
              "detail": detail, "dead_letter_id": r.id, "actor": actor} for r in rows])
+        if then is not None:
+            then(conn, rows, now, actor)
     return len(rows)
+
+
+def _merge_same_records(conn: Connection, rows: list, now: str, actor: str | None) -> None:
+    """Merge open dead letters of one raw record and error (SPEC §4): the oldest stays open with every sighting.
+
+    The others are discarded with a reason naming it and keep no sighting, so none is counted twice.
+    """
+    fingerprints = sorted({r.fingerprint for r in rows})
+    groups: dict[str, list] = {}
+    for i in range(0, len(fingerprints), _CHUNK):
+        for r in conn.execute(select(DeadLetter).where(
+                DeadLetter.fingerprint.in_(fingerprints[i:i + _CHUNK]), DeadLetter.status == "open")
+                .order_by(DeadLetter.id)):
+            groups.setdefault(r.fingerprint, []).append(r)
+    merged = []
+    for oldest, *others in (g for g in groups.values() if len(g) > 1):
+        last_runs = [r.last_run_id for r in (oldest, *others) if r.last_run_id is not None]
+        conn.execute(update(DeadLetter).where(DeadLetter.id == oldest.id).values(
+            sightings=oldest.sightings + sum(r.sightings for r in others),
+            last_run_id=max(last_runs) if last_runs else None, updated_at=now))
+        conn.execute(update(DeadLetter).where(DeadLetter.id.in_([r.id for r in others])).values(
+            status="discarded", sightings=0, reason=f"merged into dead letter {oldest.id}", updated_at=now))
+        merged += [(r, oldest.id) for r in others]
+    if merged:
+        conn.execute(insert(Lineage), [
+            {"run_id": None, "pos": r.pos, "line": r.line, "key": r.key or "", "step": "discarded", "at": now,
+             "detail": f"merged into dead letter {into}: the same record and error", "dead_letter_id": r.id,
+             "actor": actor} for r, into in merged])
 
 
 def discard(conn: Connection, ids: list[int], *, reason: str | None = None, actor: str | None = None) -> int:
@@ -109,9 +139,9 @@ def discard(conn: Connection, ids: list[int], *, reason: str | None = None, acto
 
 
 def reopen(conn: Connection, ids: list[int], *, actor: str | None = None) -> int:
-    """Reopen discarded dead letters; return how many."""
+    """Reopen discarded dead letters (merged with an open one of the same record and error); return how many."""
     return _change_status(conn, ids, frm="discarded", to="open", step="reopened", detail="reopened",
-                          actor=actor, reason=None)
+                          actor=actor, reason=None, then=_merge_same_records)
 
 
 __all__ = ["DeadLetterError", "parse_edit", "reprocess", "discard", "reopen"]
