@@ -27,8 +27,8 @@ def init_app(app: Flask) -> None:
 
     for module in (home, upload, runs, target, dead_letters, lineage, watermarks, health):
         app.register_blueprint(module.bp)
-    from .api import bp as api_bp
-    app.register_blueprint(api_bp)
+    from . import api
+    api.init_app(app)
     errors.init_app(app)
     app.jinja_env.filters["number"] = number
     app.jinja_env.filters["dict_without"] = _dict_without

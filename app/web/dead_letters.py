@@ -7,6 +7,7 @@ from .. import queries
 from ..extensions import db
 from ..pipeline import DeadLetterError, RunFailed, discard, parse_edit, reopen
 from ..runs import current_service
+from .filters import DeadLetterView, lenient
 from .forms import ActionForm, BulkForm, DiscardForm, EditForm
 from .target import export_response
 
@@ -18,12 +19,8 @@ EXPORT_COLUMNS = ("id", "status", "error", "detail", "key", "run_id", "pos", "li
 
 def _filters(args) -> dict:
     """The filter a request asks for; the status defaults to open, `all` lifts it."""
-    error = args.get("error") or None
-    status = args.get("status", "open")
-    run = args.get("run", "")
-    return {"error": error if error in queries.ERROR_CODES else None,
-            "status": status if status in queries.DEAD_LETTER_STATUSES else None,
-            "run_id": int(run) if run.isdigit() else None}
+    args = {**args, "status": args.get("status", "open")}
+    return lenient(DeadLetterView, {k: v for k, v in args.items() if not (k == "status" and v == "all")})
 
 
 def _query_args(filters: dict) -> dict:

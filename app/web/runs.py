@@ -8,6 +8,7 @@ from .. import queries
 from ..extensions import db
 from ..pipeline import summary_of
 from ..runs import RunService, RunStateError, current_service
+from .filters import RunsView, lenient
 from .forms import ActionForm
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
@@ -23,9 +24,7 @@ def _int(value) -> int | None:
 @bp.get("")
 def index():
     """The run history, newest first, with a chart of records per run."""
-    status = request.args.get("status") or None
-    if status not in queries.RUN_STATUSES:
-        status = None
+    status = lenient(RunsView, request.args)["status"]
     with db.engine.connect() as conn:
         page = queries.runs_page(conn, status=status, cursor=request.args.get("cursor"),
                                  before=request.args.get("before"))

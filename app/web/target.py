@@ -7,6 +7,7 @@ from flask import Blueprint, Response, render_template, request, stream_with_con
 
 from .. import queries
 from ..extensions import db
+from .filters import TargetView, lenient
 
 bp = Blueprint("target", __name__, url_prefix="/target")
 
@@ -16,11 +17,8 @@ COLUMNS = ("key", "name", "value", "ts", "updated_at", "run_id")
 
 def view_args() -> dict:
     """The target view a request asks for: prefixes, sort and direction."""
-    sort = request.args.get("sort", "key")
-    return {"key_prefix": request.args.get("key", "").strip() or None,
-            "name_prefix": request.args.get("name", "").strip() or None,
-            "sort": sort if sort in queries.TARGET_SORTS else "key",
-            "descending": request.args.get("desc") == "1"}
+    return lenient(TargetView, {**request.args.to_dict(), "order": "desc" if request.args.get("desc") == "1"
+                                else "asc"})
 
 
 @bp.get("")

@@ -1,0 +1,76 @@
+"""The JSON API under /api/ (SPEC §9), built on flask-smorest: runs, target and lineage, dead letters, watermarks.
+
+Each area's views live in a module of their own and share one blueprint (`api`); `schemas.py` holds the
+request and response models, `gate.py` the cross-site gate, `errors.py` the error format. The OpenAPI 3.1
+document is made from the views' decorators and served at /api/openapi.json.
+"""
+from apispec import BasePlugin
+from flask import Flask
+from flask_smorest import Api
+from flask_smorest.spec.plugins import FlaskPlugin
+
+from . import dead_letters, errors, gate, runs, target, watermarks  # noqa: F401  (they register their views)
+from .blueprint import bp
+from .schemas import Error
+
+__all__ = ["bp", "init_app"]
+
+DESCRIPTION = """Everything the Sluice dashboard does, over JSON (SPEC §9). Times are UTC.
+
+Lists are keyset pages: pass the `next` value of one page as `cursor` to get the next one; a cursor is
+opaque, and one this API did not write answers 400 `bad_cursor`.
+Errors are `{"error": {"code": "...", "message": "..."}}` with the 4xx or 503 status each operation lists.
+Bodies: JSON (`Content-Type: application/json`) of at most the request limit (1 MiB by default,
+SLUICE_MAX_REQUEST_BYTES); uploads up to SLUICE_MAX_UPLOAD_BYTES.
+
+Cross-site requests: state-changing requests (POST, PUT, DELETE) carrying a browser's
+`Sec-Fetch-Site: cross-site|same-site` header, or an `Origin` other than this server's own (scheme, host and
+port), are refused with 403; scripts send neither header. No CORS header is sent, so other sites' pages
+cannot read answers either. There is no authentication yet."""
+
+
+class SluiceApi(Api):
+    """flask-smorest's Api with Sluice's error format, and no catch-all `default` response in the document."""
+
+    ERROR_SCHEMA = Error
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
+    def _register_error_handlers(self):
+        """Errors are the API blueprint's own (errors.py): the pages keep their HTML error pages."""
+
+
+class OperationIds(BasePlugin):
+    """Name each operation after its view (`get_run`), so that OpenAPI links can point at it."""
+
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        rule = kwargs.get("rule")
+        for operation in (operations or {}).values():
+            if rule is not None:
+                operation.setdefault("operationId", rule.endpoint.rpartition(".")[2])
+
+
+class OperationParameters(FlaskPlugin):
+    """Path parameters inside each operation (as clients and tests read them), not beside them."""
+
+    def path_helper(self, rule, operations, parameters, **kwargs):
+        path = super().path_helper(rule, operations, parameters, **kwargs)
+        for operation in operations.values():
+            operation["parameters"] = [*parameters, *operation.get("parameters", [])]
+        parameters.clear()
+        return path
+
+
+def _id_schema(converter) -> dict:
+    # The app's `int` converter takes ASCII digits up to 2**63-1; ids start at 1.
+    return {"type": "integer", "minimum": 1, "maximum": 2 ** 63 - 1}
+
+
+def init_app(app: Flask) -> None:
+    """Register the API blueprint and serve its OpenAPI document at /api/openapi.json."""
+    for name, value in {"API_TITLE": "Sluice API", "API_VERSION": "1", "OPENAPI_VERSION": "3.1.0",
+                        "OPENAPI_URL_PREFIX": "/api", "OPENAPI_JSON_PATH": "openapi.json"}.items():
+        app.config.setdefault(name, value)
+    api = SluiceApi(app, spec_kwargs={"flask_plugin": OperationParameters(), "extra_plugins": [OperationIds()],
+                                      "info": {"description": DESCRIPTION}})
+    api.register_converter(app.url_map.converters["int"], _id_schema)
+    api.register_blueprint(bp)

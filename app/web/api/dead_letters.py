@@ -1,0 +1,183 @@
+"""Dead letters over the API: list, export, one, reprocess (as is or edited), discard, reopen, bulk."""
+import json
+
+from flask import current_app, jsonify, url_for
+
+from ... import queries
+from ...extensions import db
+from ...pipeline import DeadLetterError, RunFailed, parse_edit
+from ...pipeline import dead_letters as actions
+from ...runs import current_service
+from ..target import export_response
+from . import schemas
+from .blueprint import ApiError, bp, errors, id_cursor, pick, read
+from .links import DEAD_LETTER_LINKS, DEAD_LETTER_PAGE_LINKS, REPROCESS_LINKS
+
+EXPORT = {"application/json": {"schema": {"anyOf": [
+    {"$ref": "#/components/schemas/DeadLetterPage"},
+    {"type": "array", "items": {"$ref": "#/components/schemas/DeadLetterExport"}}]}},
+    "text/csv": {"schema": {"type": "string"}}}
+ID = [{"in": "path", "name": "dl_id", "required": True, "description": "A dead letter's id.",
+       "schema": {"type": "integer", "minimum": 1, "maximum": schemas.MAX_ID}}]
+
+
+def dead_letter_json(row: dict, detail: bool = False) -> dict:
+    """A dead letter as the API shows it (with its last attempt and history in detail)."""
+    out = pick(row, schemas.DEAD_LETTER_FIELDS)
+    out["url"] = url_for("api.get_dead_letter", dl_id=row["id"])
+    if detail:
+        out["last_raw"] = row.get("last_raw")
+        out["history"] = [pick(h, schemas.LINEAGE_FIELDS) for h in row.get("history", [])]
+    return out
+
+
+def _letter_or_404(dl_id: int) -> dict:
+    row = read(queries.dead_letter, dl_id) if 1 <= dl_id <= schemas.MAX_ID else None
+    if row is None:
+        raise ApiError(404, "not_found", f"no dead letter {dl_id}")
+    return dead_letter_json(row, detail=True)
+
+
+def _error(exc: DeadLetterError) -> ApiError:
+    status = {"not_found": 404, "conflict": 409, "invalid": 422}.get(exc.code, 409)
+    return ApiError(status, exc.code, str(exc))
+
+
+def _reprocess(ids: list[int], edited=None) -> dict:
+    try:
+        return current_service().reprocess(ids, edited=edited)
+    except DeadLetterError as exc:
+        raise _error(exc) from None
+    except RunFailed as exc:
+        raise ApiError(409, "run_failed", f"reprocess run {exc.run_id} failed: {exc}") from None
+
+
+@bp.get("/dead-letters")
+@bp.arguments(schemas.DeadLetterQuery, location="query", as_kwargs=True)
+@bp.response(200, schemas.DeadLetterPage, description="A page of dead letters, or the streamed export.")
+@bp.doc(responses={"200": {"content": EXPORT, "links": DEAD_LETTER_PAGE_LINKS}})
+@errors(503)
+def list_dead_letters(view, limit, cursor=None, format=None):
+    """Dead letters newest first, filtered by error, status and run; counts per error; or streamed."""
+    if format:
+        return export_response(lambda conn: queries.iter_dead_letters(conn, **view), format,
+                               "sluice-dead-letters", schemas.DEAD_LETTER_FIELDS)
+    id_cursor(cursor)
+
+    def both(conn):
+        return (queries.dead_letters_page(conn, cursor=cursor, limit=limit, **view),
+                queries.dead_letter_counts(conn, status=view["status"], run_id=view["run_id"]))
+
+    page, counts = read(both)
+    return jsonify({"items": [dead_letter_json(r) for r in page["rows"]], "next": page["next"],
+                    "counts": {c["error"]: c["n"] for c in counts}})
+
+
+@bp.route("/dead-letters/<int:dl_id>", methods=["GET"], parameters=ID)
+@bp.response(200, schemas.DeadLetterDetail, description="The dead letter.")
+@bp.doc(responses={"200": {"links": DEAD_LETTER_LINKS}})
+@errors(404, 503)
+def get_dead_letter(dl_id: int):
+    """One dead letter with its raw record, its last attempt and its history."""
+    return jsonify(_letter_or_404(dl_id))
+
+
+def _edited(raw):
+    """The edited record: an object, or parsed from its JSON text; bounded by the record limit."""
+    if raw is None:
+        return None
+    limit = current_app.config["SLUICE_MAX_RECORD_BYTES"]
+    size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else \
+        len(json.dumps(raw, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise ApiError(413, "record_too_large",
+                       f"the edited record is {size:,} bytes as JSON, more than the record limit of {limit:,}")
+    if isinstance(raw, str):
+        try:
+            return parse_edit(raw)
+        except DeadLetterError as exc:
+            raise _error(exc) from None
+    return raw
+
+
+@bp.route("/dead-letters/<int:dl_id>/reprocess", methods=["POST"], parameters=ID)
+@bp.arguments(schemas.ReprocessBody, required=False, as_kwargs=True)
+@bp.response(200, schemas.ReprocessResult, description="The reprocess run's summary and the dead letter.")
+@bp.doc(responses={"200": {"links": REPROCESS_LINKS}})
+@errors(403, 404, 409, 413, 415, 422, 503)
+def reprocess_dead_letter(dl_id: int, raw=None):
+    """Retry one open dead letter, unchanged or with an edited record (`raw`), as a run of its own."""
+    _letter_or_404(dl_id)
+    summary = _reprocess([dl_id], _edited(raw))
+    return jsonify({"run": summary, "dead_letter": _letter_or_404(dl_id)})
+
+
+@bp.route("/dead-letters/<int:dl_id>/discard", methods=["POST"], parameters=ID)
+@bp.arguments(schemas.DiscardBody, required=False, as_kwargs=True)
+@bp.response(200, schemas.DeadLetterDetail, description="The dead letter, discarded.")
+@bp.doc(responses={"200": {"links": DEAD_LETTER_LINKS}})
+@errors(403, 404, 409, 413, 415, 503)
+def discard_dead_letter(dl_id: int, reason=None):
+    """Discard one open dead letter, with an optional reason (at most 500 characters)."""
+    _letter_or_404(dl_id)
+    with db.engine.connect() as conn:
+        try:
+            actions.discard(conn, [dl_id], reason=reason, actor="api")
+        except DeadLetterError as exc:
+            raise _error(exc) from None
+    return jsonify(_letter_or_404(dl_id))
+
+
+@bp.route("/dead-letters/<int:dl_id>/reopen", methods=["POST"], parameters=ID)
+@bp.response(200, schemas.DeadLetterDetail, description="The dead letter, open again.")
+@bp.doc(responses={"200": {"links": DEAD_LETTER_LINKS}})
+@errors(403, 404, 409, 503)
+def reopen_dead_letter(dl_id: int):
+    """Reopen one discarded dead letter."""
+    _letter_or_404(dl_id)
+    with db.engine.connect() as conn:
+        try:
+            actions.reopen(conn, [dl_id], actor="api")
+        except DeadLetterError as exc:
+            raise _error(exc) from None
+    return jsonify(_letter_or_404(dl_id))
+
+
+def _selection(filter, confirm: int) -> list[int]:
+    """The ids of the open dead letters a bulk filter selects; 409 unless `confirm` is their count."""
+    filter = filter or {}
+    ids = read(queries.dead_letter_ids, error=filter.get("error"), status="open", run_id=filter.get("run"))
+    if confirm != len(ids):
+        raise ApiError(409, "count_mismatch",
+                       f"{len(ids)} open dead letters match this filter, not {confirm}; "
+                       f"send \"confirm\": {len(ids)} to act on them", count=len(ids))
+    return ids
+
+
+@bp.post("/dead-letters/reprocess")
+@bp.arguments(schemas.BulkBody, as_kwargs=True)
+@bp.response(200, schemas.BulkResult, description="How many, and the run's summary.")
+@errors(403, 409, 413, 415, 503)
+def bulk_reprocess(confirm: int, filter=None):
+    """Retry every open dead letter a filter selects as one run, once `confirm` equals their count."""
+    ids = _selection(filter, confirm)
+    if not ids:
+        return jsonify({"count": 0, "run": None})
+    return jsonify({"count": len(ids), "run": _reprocess(ids)})
+
+
+@bp.post("/dead-letters/discard")
+@bp.arguments(schemas.BulkDiscardBody, as_kwargs=True)
+@bp.response(200, schemas.BulkResult, description="How many were discarded.")
+@errors(403, 409, 413, 415, 503)
+def bulk_discard(confirm: int, filter=None, reason=None):
+    """Discard every open dead letter a filter selects, once `confirm` equals their count."""
+    ids = _selection(filter, confirm)
+    if not ids:
+        return jsonify({"count": 0, "run": None})
+    with db.engine.connect() as conn:
+        try:
+            n = actions.discard(conn, ids, reason=reason, actor="api")
+        except DeadLetterError as exc:
+            raise _error(exc) from None
+    return jsonify({"count": n, "run": None})

@@ -1,0 +1,136 @@
+"""Runs over the API: upload a file, the history, one run, cancel and retry."""
+import json
+from types import SimpleNamespace
+
+from flask import jsonify, request, url_for
+
+from ... import queries
+from ...pipeline import InputError, Options, TooLarge, summary_of
+from ...runs import current_service
+from . import schemas
+from .blueprint import ApiError, bp, errors, id_cursor, pick, read
+from .links import RUN_LINKS, RUN_PAGE_LINKS
+
+MAX_ID = schemas.MAX_ID
+
+
+def run_json(row: dict, svc) -> dict:
+    """A run as the API shows it: its record, options, live progress while running, summary when done."""
+    out = pick(row, schemas.RUN_FIELDS)
+    out["cancel_requested"] = bool(out["cancel_requested"])
+    out["options"] = json.loads(row.get("options") or "{}")
+    out["file_kept"] = svc.file_available(SimpleNamespace(**row))
+    out["retried_by"] = row.get("retried_by", [])
+    out["progress"] = svc.progress(row["id"]) if row["status"] == "running" else None
+    out["summary"] = summary_of(SimpleNamespace(**row)) if row.get("finished_at") else None
+    out["url"] = url_for("api.get_run", run_id=row["id"])
+    return out
+
+
+def run_or_404(run_id: int) -> dict:
+    """The run's row, or a 404 ApiError."""
+    row = read(queries.run_detail, run_id) if 1 <= run_id <= MAX_ID else None
+    if row is None:
+        raise ApiError(404, "not_found", f"no run {run_id}")
+    return row
+
+
+def _accepted(run_id: int, svc, *, location: bool):
+    """202 with the run (and its Location when it is a new one)."""
+    response = jsonify(run_json(run_or_404(run_id), svc))
+    response.status_code = 202
+    if location:
+        response.headers["Location"] = url_for("api.get_run", run_id=run_id)
+    return response
+
+
+LOCATION = {"Location": {"description": "The run's URL.", "schema": {"type": "string"}}}
+UPLOAD_BODY = {"required": False, "description": "The file: a multipart field `file`, or the raw body.",
+               "content": {
+                   "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                       "file": {"type": "string", "format": "binary"}}}},
+                   "application/json": {},
+                   **{t: {"schema": {"type": "string", "format": "binary"}}
+                      for t in schemas.RAW_UPLOAD_TYPES if t != "application/json"}}}
+
+
+@bp.post("/runs")
+@bp.arguments(schemas.UploadQuery, location="query", as_kwargs=True)
+@bp.response(202, schemas.Run, description="The queued run.", headers=LOCATION)
+@bp.doc(requestBody=UPLOAD_BODY, responses={"202": {"links": RUN_LINKS}})
+@errors(403, 413, 415, 503)
+def create_run(ignore_watermark, dry_run, max_reject_rate=None, filename=None):
+    """Upload a file: queue a run (multipart field `file`, or the raw body with its media type)."""
+    options = Options(ignore_watermark=ignore_watermark, max_reject_rate=max_reject_rate, dry_run=dry_run)
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise ApiError(400, "bad_request", "send the file as the multipart field 'file'")
+        stream, filename = upload.stream, upload.filename or "upload"
+    elif request.mimetype in schemas.RAW_UPLOAD_TYPES:
+        # A cross-site form can only send urlencoded, multipart or text/plain: a raw upload must say its type.
+        stream, filename = request.stream, filename or "upload"
+    else:
+        raise ApiError(415, "unsupported_media_type",
+                       "send the file as multipart field 'file', or as the body with Content-Type "
+                       + ", ".join(schemas.RAW_UPLOAD_TYPES))
+    if "\x00" in filename:
+        raise ApiError(400, "bad_request", "the file name must not contain NUL")
+    svc = current_service()
+    try:
+        run_id = svc.submit(stream, filename[:255], kind="api", options=options)
+    except TooLarge as exc:
+        raise ApiError(413, "too_large", str(exc)) from None
+    except InputError as exc:
+        raise ApiError(415, "not_json", str(exc)) from None
+    return _accepted(run_id, svc, location=True)
+
+
+@bp.get("/runs")
+@bp.arguments(schemas.RunsQuery, location="query", as_kwargs=True)
+@bp.response(200, schemas.RunPage, description="A page of runs.")
+@bp.doc(responses={"200": {"links": RUN_PAGE_LINKS}})
+@errors(503)
+def list_runs(view, limit, cursor=None):
+    """The run history, newest first, one keyset page at a time."""
+    id_cursor(cursor)
+    page = read(queries.runs_page, status=view["status"], cursor=cursor, limit=limit)
+    svc = current_service()
+    return jsonify({"items": [run_json(r, svc) for r in page["rows"]], "next": page["next"]})
+
+
+@bp.get("/runs/<int:run_id>")
+@bp.response(200, schemas.Run, description="The run.")
+@errors(404, 503)
+def get_run(run_id: int):
+    """One run: its record, live progress while it runs, its summary when it is done."""
+    return jsonify(run_json(run_or_404(run_id), current_service()))
+
+
+@bp.post("/runs/<int:run_id>/cancel")
+@bp.response(202, schemas.Run, description="The run, cancelled or stopping.")
+@errors(403, 404, 409, 503)
+def cancel_run(run_id: int):
+    """Cancel a queued or running run."""
+    run_or_404(run_id)
+    svc = current_service()
+    try:
+        svc.cancel(run_id)
+    except ValueError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    return _accepted(run_id, svc, location=False)
+
+
+@bp.post("/runs/<int:run_id>/retry")
+@bp.response(202, schemas.Run, description="The new run.", headers=LOCATION)
+@bp.doc(responses={"202": {"links": RUN_LINKS}})
+@errors(403, 404, 409, 503)
+def retry_run(run_id: int):
+    """Retry a failed or cancelled run from its kept file: a new queued run, 202 with its Location."""
+    run_or_404(run_id)
+    svc = current_service()
+    try:
+        new_id = svc.retry(run_id)
+    except ValueError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    return _accepted(new_id, svc, location=True)

@@ -1,0 +1,359 @@
+"""The API's request and response models (marshmallow): they parse requests and make the OpenAPI document.
+
+Query and body schemas are loaded by flask-smorest (webargs) before a view runs; response schemas only
+document what the views answer (the views build their JSON themselves, so shapes stay as SPEC §9 says).
+Every schema refuses unknown fields (`additionalProperties: false`) except query strings, which ignore them.
+"""
+from typing import ClassVar
+
+from marshmallow import EXCLUDE, Schema, fields, validate
+
+from ... import queries
+from ...pipeline.run import KINDS
+from ..filters import MAX_ID, TEXT_PATTERN, DeadLetterView, Flag, Int, Rate, RunsView, TargetView, text
+
+# The opaque `next` cursor: base64url without padding (of a small JSON array).
+CURSOR_PATTERN = "^[A-Za-z0-9_-]*$"
+# What an operator may type for a watermark (SPEC §3); the server also refuses future values (422).
+WATERMARK_PATTERN = ("^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,6})?)?"
+                     "(Z|[+-][0-9]{2}:[0-9]{2})?$")
+TIME = "UTC, YYYY-MM-DDTHH:MM:SS[.ffffff]"
+RAW_UPLOAD_TYPES = ("application/json", "application/x-ndjson", "application/jsonl", "application/gzip",
+                    "application/octet-stream")
+
+
+def _time(**kwargs) -> fields.String:
+    return fields.String(required=True, metadata={"description": TIME}, **kwargs)
+
+
+def _str(**kwargs) -> fields.String:
+    return fields.String(required=True, **kwargs)
+
+
+def _int(**kwargs) -> fields.Integer:
+    return fields.Integer(required=True, **kwargs)
+
+
+# --- query strings -----------------------------------------------------------------------------------
+
+class PageQuery(Schema):
+    """A keyset page: the previous page's cursor and a page size."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    cursor = fields.String(validate=validate.Length(max=4096),
+                           metadata={"pattern": CURSOR_PATTERN,
+                                     "description": "The `next` cursor of the previous page (opaque)."})
+    limit = Int(text=True, load_default=queries.PAGE, validate=validate.Range(1, queries.MAX_PAGE),
+                metadata={"description": "How many items per page."})
+
+
+class LimitQuery(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = PageQuery._declared_fields["limit"]
+
+
+FORMAT = fields.String(validate=validate.OneOf(["csv", "json"]),
+                       metadata={"description": "Stream the whole view (every page) as CSV or as a JSON array."})
+
+
+class RunsQuery(RunsView, PageQuery):
+    pass
+
+
+class TargetQuery(TargetView, PageQuery):
+    format = FORMAT
+
+
+class DeadLetterQuery(DeadLetterView, PageQuery):
+    format = FORMAT
+
+
+class UploadQuery(Schema):
+    """The run options of SPEC §2, and the name recorded for a raw-body upload."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    ignore_watermark = Flag(load_default=False, metadata={"description": "Backfill: load records older "
+                                                                         "than the watermark."})
+    max_reject_rate = Rate(validate=validate.Range(0, 1), metadata={
+        "description": "Fail the run, loading nothing, when a larger share of its records is rejected."})
+    dry_run = Flag(load_default=False, metadata={"description": "Compute and report everything, keep "
+                                                               "nothing but the run's record."})
+    filename = text(255, metadata={"description": "The source name recorded for a raw-body upload "
+                                                  "(multipart uses the part's)."})
+
+
+class PreviewQuery(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    value = fields.String(metadata={"pattern": WATERMARK_PATTERN,
+                                    "description": "The candidate value; leave it out to preview a reset."})
+
+
+# --- bodies ----------------------------------------------------------------------------------------
+
+class Edited(fields.Field):
+    """The edited record for a reprocess: an object, or its JSON text (parsed by the view)."""
+
+    default_error_messages: ClassVar[dict] = {"invalid": "must be the edited record (an object) or its JSON text"}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, dict):
+            return value
+        if isinstance(value, str) and value:
+            return value
+        raise self.make_error("invalid")
+
+
+RECORD = {"type": "object", "description": "A record: `key`, `name`, `value`, `ts`, and any other fields."}
+
+
+class ReprocessBody(Schema):
+    raw = Edited(allow_none=True, metadata={
+        "anyOf": [RECORD, {"type": "string", "minLength": 1, "pattern": TEXT_PATTERN}, {"type": "null"}],
+        "description": "The edited record (an object), or its JSON text; absent or null retries the record "
+                       "unchanged. At most the record limit (SLUICE_MAX_RECORD_BYTES) as JSON text."})
+
+
+REASON = text(500, allow_none=True, metadata={"description": "Why (kept in lineage)."})
+
+
+class DiscardBody(Schema):
+    reason = REASON
+
+
+class BulkFilter(Schema):
+    error = fields.String(allow_none=True, validate=validate.OneOf(list(queries.ERROR_CODES)))
+    run = Int(allow_none=True, validate=validate.Range(1, MAX_ID))
+
+
+class BulkBody(Schema):
+    filter = fields.Nested(BulkFilter, allow_none=True,
+                           metadata={"description": "Which open dead letters: all of them when empty."})
+    confirm = Int(required=True, validate=validate.Range(0, None),
+                  metadata={"description": "The count you were shown; 409 when it changed."})
+
+
+class BulkDiscardBody(BulkBody):
+    reason = REASON
+
+
+class WatermarkBody(Schema):
+    value = fields.String(required=True, metadata={
+        "pattern": WATERMARK_PATTERN, "description": "A timestamp like 2025-01-15T12:30:00Z, not in the future."})
+
+
+# --- answers ---------------------------------------------------------------------------------------
+
+class ErrorDetail(Schema):
+    code = _str()
+    message = _str()
+    count = fields.Integer(metadata={"description": "count_mismatch: the current count"})
+
+
+class Error(Schema):
+    """`{"error": {"code", "message"}}`, with a 4xx or 503 status."""
+
+    error = fields.Nested(ErrorDetail, required=True)
+
+
+class Options(Schema):
+    ignore_watermark = fields.Boolean(required=True)
+    max_reject_rate = fields.Float(required=True, allow_none=True)
+    dry_run = fields.Boolean(required=True)
+
+
+class Progress(Schema):
+    """Live progress of a running run."""
+
+    class Meta:
+        unknown = EXCLUDE  # the reporter may add counters
+
+    phase = _str()
+    records = fields.Integer()
+    bytes_read = fields.Integer()
+    file_size = fields.Integer(allow_none=True)
+
+
+COUNTS = ("input_records", "skipped", "rejected", "staged", "superseded", "inserted", "updated", "unchanged",
+          "stale", "loaded", "dead_letters", "lineage_entries")
+
+
+class Summary(Schema):
+    """Every count of a run (SPEC §2) and the seed's keys."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    run_id = fields.Integer()
+    status = fields.String()
+    watermark_before = fields.String(allow_none=True)
+    watermark = fields.String(allow_none=True)
+    dry_run = fields.Boolean()
+    error = fields.String(allow_none=True)
+
+
+for _count in COUNTS:
+    Summary._declared_fields[_count] = fields.Integer()
+
+
+class Run(Schema):
+    id = _int()
+    kind = _str(validate=validate.OneOf(list(KINDS)))
+    status = _str(validate=validate.OneOf(list(queries.RUN_STATUSES)))
+    source_name = _str(allow_none=True)
+    source_size = _int(allow_none=True)
+    source_sha256 = _str(allow_none=True)
+    retry_of_id = _int(allow_none=True)
+    same_file_run_id = _int(allow_none=True)
+    dead_letter_id = _int(allow_none=True)
+    queued_at = _time()
+    started_at = _time(allow_none=True)
+    finished_at = _time(allow_none=True)
+    file_removed_at = _time(allow_none=True)
+    cancel_requested = fields.Boolean(required=True)
+    error = _str(allow_none=True)
+    options = fields.Nested(Options, required=True)
+    file_kept = fields.Boolean(required=True)
+    retried_by = fields.List(fields.Integer(), required=True)
+    progress = fields.Nested(Progress, required=True, allow_none=True)
+    summary = fields.Nested(Summary, required=True, allow_none=True)
+    url = _str()
+
+
+class TargetRow(Schema):
+    key = _str()
+    name = _str()
+    value = fields.Float(required=True)
+    ts = _time()
+    updated_at = _time()
+    run_id = _int(allow_none=True)
+
+
+class LineageEntry(Schema):
+    id = _int()
+    run_id = _int(allow_none=True)
+    pos = _int(allow_none=True)
+    line = _int(allow_none=True)
+    key = _str()
+    step = _str()
+    at = _time()
+    detail = _str()
+    dead_letter_id = _int(allow_none=True)
+    actor = _str(allow_none=True)
+
+
+class HistoryEntry(Schema):
+    id = _int()
+    old_value = _time(allow_none=True)
+    new_value = _time(allow_none=True)
+    at = _time()
+    via = _str()
+    run_id = _int(allow_none=True)
+    actor = _str(allow_none=True)
+
+
+class Watermark(Schema):
+    """A watermark; after a reset (or before the first run) its `value` is null."""
+
+    name = _str()
+    value = _time(allow_none=True)
+    updated_at = _time(allow_none=True)
+    history = fields.List(fields.Nested(HistoryEntry), required=True)
+    history_next = _str(allow_none=True, metadata={"pattern": CURSOR_PATTERN})
+    url = _str()
+
+
+class DeadLetterExport(Schema):
+    """A dead letter in an export."""
+
+    id = _int()
+    run_id = _int()
+    last_run_id = _int()
+    pos = _int()
+    line = _int(allow_none=True)
+    key = _str(allow_none=True)
+    error = _str(validate=validate.OneOf(list(queries.ERROR_CODES)))
+    detail = _str()
+    raw = _str(metadata={"description": "The record as received (JSON text, or a malformed line)."})
+    status = _str(validate=validate.OneOf(list(queries.DEAD_LETTER_STATUSES)))
+    created_at = _time()
+    updated_at = _time()
+    attempts = _int()
+    sightings = _int()
+    outcome = _str(allow_none=True)
+    resolved_run_id = _int(allow_none=True)
+    reason = _str(allow_none=True)
+
+
+class DeadLetter(DeadLetterExport):
+    url = _str()
+
+
+class DeadLetterDetail(DeadLetter):
+    last_raw = _str(allow_none=True, metadata={"description": "The JSON of the last failed retry."})
+    history = fields.List(fields.Nested(LineageEntry), required=True)
+
+
+def _next(**kwargs):
+    return _str(allow_none=True, metadata={"pattern": CURSOR_PATTERN,
+                                           "description": "Pass as `cursor` for the next page; null on the last."})
+
+
+class RunPage(Schema):
+    items = fields.List(fields.Nested(Run), required=True)
+    next = _next()
+
+
+class TargetPage(Schema):
+    items = fields.List(fields.Nested(TargetRow), required=True)
+    next = _next()
+
+
+class DeadLetterPage(Schema):
+    items = fields.List(fields.Nested(DeadLetter), required=True)
+    next = _next()
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+
+
+class WatermarkList(Schema):
+    items = fields.List(fields.Nested(Watermark), required=True)
+    next = fields.Raw(required=True, metadata={"type": "null"})
+
+
+class Lineage(Schema):
+    key = _str()
+    target = fields.Nested(TargetRow, required=True, allow_none=True)
+    items = fields.List(fields.Nested(LineageEntry), required=True)
+    next = _next()
+
+
+class ReprocessResult(Schema):
+    run = fields.Nested(Summary, required=True)
+    dead_letter = fields.Nested(DeadLetterDetail, required=True)
+
+
+class BulkResult(Schema):
+    count = _int()
+    run = fields.Nested(Summary, required=True, allow_none=True)
+
+
+class Preview(Schema):
+    name = _str()
+    value = _time(allow_none=True)
+    rows_at_or_after = _int()
+
+
+TARGET_FIELDS = tuple(TargetRow._declared_fields)
+DEAD_LETTER_FIELDS = tuple(DeadLetterExport._declared_fields)
+LINEAGE_FIELDS = tuple(LineageEntry._declared_fields)
+HISTORY_FIELDS = tuple(HistoryEntry._declared_fields)
+RUN_FIELDS = ("id", "kind", "status", "source_name", "source_size", "source_sha256", "retry_of_id",
+              "same_file_run_id", "dead_letter_id", "queued_at", "started_at", "finished_at",
+              "file_removed_at", "cancel_requested", "error")
