@@ -1,4 +1,6 @@
-"""Engines for Sluice's databases: SQLite pragmas, explicit transactions and the apply lock."""
+"""Engines for Sluice's databases: SQLite pragmas, explicit transactions, the apply lock, WAL upkeep."""
+import logging
+import os
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, event
@@ -6,7 +8,15 @@ from sqlalchemy.engine import Connection, Engine
 
 # One constant advisory-lock id: every write that must not interleave with a run's apply takes it.
 _PG_APPLY_LOCK = 0x51_1C_E0_01
-BUSY_TIMEOUT_MS = 120_000
+# A write on SQLite waits for the single write lock, which a run's apply holds for as long as it
+# writes: about 26 s per million records here, so some 20 min for the 4 GiB a run may decompress
+# to. No wait may give up before the longest apply ends; submissions do not wait at all (intake).
+BUSY_TIMEOUT_MS = 3_600_000
+# The WAL is truncated to this size when it is reset, and checkpointed away after a run that grew
+# it beyond (`checkpoint`), so the disk holds the database's own size, not that of its largest run.
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+CHECKPOINT_BUSY_MS = 2_000
+log = logging.getLogger(__name__)
 
 
 def make_engine(url: str, **kwargs) -> Engine:
@@ -32,12 +42,32 @@ def configure_engine(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.execute("PRAGMA temp_store = FILE")
+        cur.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         immediate = conn.get_execution_options().get("sluice_write_lock")
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextmanager
+def brief_lock_wait(conn: Connection, milliseconds: int):
+    """Within the block, a SQLite connection gives up on a held write lock after `milliseconds`."""
+    if conn.dialect.name != "sqlite":
+        yield conn
+        return
+    raw = conn.connection.driver_connection  # a PRAGMA here would begin a transaction on `conn`
+    raw.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
+    try:
+        yield conn
+    finally:
+        raw.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+
+def is_locked(exc: Exception) -> bool:
+    """Whether a database error is SQLite's "database is locked" (the write lock stayed held)."""
+    return "database is locked" in str(getattr(exc, "orig", exc))
 
 
 @contextmanager
@@ -58,3 +88,28 @@ def write_transaction(conn: Connection, *, apply_lock: bool = True):
             yield conn
     finally:
         conn.execution_options(sluice_write_lock=False)
+
+
+def checkpoint(engine: Engine) -> None:
+    """Copy a large SQLite WAL into the database and truncate it (best effort; never inside an apply)."""
+    if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
+        return
+    try:
+        if os.path.getsize(f"{engine.url.database}-wal") <= JOURNAL_SIZE_LIMIT:
+            return
+        raw = engine.raw_connection()  # outside any transaction, which a checkpoint needs
+        try:
+            # A reader of an old snapshot holds the checkpoint up: give up soon and try after the next run.
+            raw.driver_connection.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_MS}")
+            try:
+                busy, _, _ = raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                raw.driver_connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        finally:
+            raw.close()
+        if busy:
+            log.info("the WAL checkpoint was busy; it is retried after the next run")
+    except FileNotFoundError:
+        return
+    except Exception:
+        log.warning("the WAL checkpoint failed", exc_info=True)

@@ -1,16 +1,20 @@
 """One run of the pipeline: create it, read and stage its input, apply it atomically, record the outcome."""
 import contextlib
 import json
+import logging
 import time
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Iterable
+from types import SimpleNamespace
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from ..database import write_transaction
+from ..intake import intake_for
 from ..models import DeadLetter, Run
 from . import load, stage, watermark
 from .extract import MAX_RECORD_BYTES, InputError, Item, Reader
@@ -18,6 +22,7 @@ from .validate import canonical, now_text, utc_now
 
 GiB = 1024 ** 3
 KINDS = ("upload", "api", "cli", "reprocess", "retry")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,6 +40,9 @@ class Options:
     @classmethod
     def from_json(cls, text: str | None) -> "Options":
         return cls(**json.loads(text or "{}"))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
 
 
 @dataclass
@@ -67,32 +75,61 @@ class _DryRun(Exception):
     """Roll back a dry run's apply once everything has been computed."""
 
 
+class _Lost(Exception):
+    """The run is no longer this worker's (marked interrupted meanwhile): roll its apply back."""
+
+
 Progress = Callable[[str, int, int], None]
+# Who executes a run whose caller gives no progress callback (`cli`, `reprocess`): the run service
+# sets one, so that those runs get the same progress reporter and cancel watcher as queued runs.
+Supervisor = Callable[[int, Callable[[Progress], dict]], dict]
+_supervisor: ContextVar[Supervisor | None] = ContextVar("sluice_run_supervisor", default=None)
+
+
+@contextlib.contextmanager
+def supervised(supervisor: Supervisor):
+    """Within the block, `execute_run` without `progress` runs as `supervisor(run_id, execute)`."""
+    token = _supervisor.set(supervisor)
+    try:
+        yield
+    finally:
+        _supervisor.reset(token)
 
 
 def create_run(conn: Connection, *, kind: str, options: Options | None = None, source_name: str | None = None,
                source_size: int | None = None, source_sha256: str | None = None, file_path: str | None = None,
-               retry_of_id: int | None = None, dead_letter_id: int | None = None, worker: str | None = None) -> int:
+               retry_of_id: int | None = None, dead_letter_id: int | None = None, worker: str | None = None,
+               run_id: int | None = None) -> int:
     """Record a queued run and return its id; with `worker`, the run is claimed by that process at once."""
     if kind not in KINDS:
         raise ValueError(f"unknown run kind {kind!r}")
+    intake = intake_for(conn.engine) if run_id is None else None
+    # On SQLite the intake hands out every run id, so that runs recorded there and here never collide.
+    if intake is not None:
+        run_id = intake.allocate()
+    run_id = {"id": run_id} if run_id is not None else {}
     with write_transaction(conn, apply_lock=False):
         same = None
         if source_sha256:
             same = conn.execute(select(func.min(Run.id)).where(Run.source_sha256 == source_sha256)).scalar()
         claimed = {"status": "running", "worker": worker, "heartbeat_at": now_text()} if worker else {}
         return conn.execute(insert(Run).values(
-            kind=kind, status=claimed.pop("status", "queued"), options=json.dumps(asdict(options or Options())),
+            kind=kind, status=claimed.pop("status", "queued"), options=(options or Options()).to_json(),
             source_name=source_name, source_size=source_size, source_sha256=source_sha256,
             file_path=file_path, retry_of_id=retry_of_id, same_file_run_id=same,
             dead_letter_id=dead_letter_id, queued_at=now_text(),
-            **claimed,
+            **claimed, **run_id,
         ).returning(Run.id)).scalar_one()
 
 
-def _set(conn: Connection, run_id: int, **values) -> None:
+def _set(conn: Connection, run_id: int, *where, **values) -> int:
     with write_transaction(conn, apply_lock=False):
-        conn.execute(update(Run).where(Run.id == run_id).values(**values))
+        return conn.execute(update(Run).where(Run.id == run_id, *where).values(**values)).rowcount
+
+
+def _owned(run) -> tuple:
+    """The conditions under which this execution still owns its run: running, by the worker that claimed it."""
+    return (Run.status == "running",) + ((Run.worker == run.worker,) if run.worker else ())
 
 
 def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item]] | None = None, *,
@@ -103,6 +140,14 @@ def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item
     The input is read and staged without the database's write lock; only the final apply holds it.
     A failure of any kind leaves target, lineage, dead letters and watermark as they were.
     """
+    supervisor = _supervisor.get()
+    if progress is None and supervisor is not None:
+        token = _supervisor.set(None)
+        try:
+            return supervisor(run_id, lambda reporter: execute_run(conn, run_id, items, settings=settings,
+                                                                   progress=reporter, dl_ids=dl_ids))
+        finally:
+            _supervisor.reset(token)
     settings = settings or Settings()
     run = read_run(conn, run_id)
     options = Options.from_json(run.options)
@@ -125,7 +170,13 @@ def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item
         while files:
             files.pop().close()
 
-    _set(conn, run_id, status="running", started_at=now_text(), error=None)
+    # A run that was cancelled, interrupted or finished meanwhile is not executed (again).
+    started = _set(conn, run_id, Run.status.in_(("queued", "running")), Run.applied_seq.is_(None),
+                   *((Run.worker == run.worker,) if run.worker else ()),
+                   status="running", started_at=now_text(), error=None)
+    if not started:
+        status = read_run(conn, run_id).status
+        raise RunFailed(run_id, f"run {run_id} is {status}; it was not executed")
     try:
         for _attempt in range(3):
             try:
@@ -136,16 +187,20 @@ def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item
         else:
             raise InputError("the watermark kept moving while the run was read; retry the run")
     except RunCancelled:
-        _finish_failed(conn, run_id, "cancelled", "cancelled by request")
+        _finish_failed(conn, run, "cancelled", "cancelled by request")
         raise RunFailed(run_id, "cancelled by request") from None
     except InputError as exc:
-        _finish_failed(conn, run_id, "failed", str(exc))
+        _finish_failed(conn, run, "failed", str(exc))
         raise RunFailed(run_id, str(exc)) from None
+    except _Lost:
+        _rollback(conn)
+        message = f"run {run_id} is no longer this worker's (it was marked interrupted); nothing was applied"
+        raise RunFailed(run_id, message) from None
     except RunFailed:
         raise
     except Exception as exc:  # a database error, a bug, a failure injected by a test
         message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        _finish_failed(conn, run_id, "failed", message)
+        _finish_failed(conn, run, "failed", message)
         raise RunFailed(run_id, message) from exc
     finally:
         close_files()
@@ -153,17 +208,28 @@ def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item
     return summary
 
 
+def _rollback(conn: Connection) -> None:
+    if conn.in_transaction():
+        conn.rollback()
+
+
 def _drop_staging(conn: Connection) -> None:
-    if conn.in_transaction():
-        conn.rollback()
-    with conn.begin():
-        stage.drop(conn)
+    """Drop the run's TEMP tables; best effort, as the run's outcome is recorded already."""
+    try:
+        _rollback(conn)
+        with conn.begin():
+            stage.drop(conn)
+    except Exception:
+        log.warning("dropping the staging tables failed; the connection is discarded", exc_info=True)
+        with contextlib.suppress(Exception):
+            conn.invalidate()  # its TEMP tables go with it instead of meeting the next run
 
 
-def _finish_failed(conn: Connection, run_id: int, status: str, message: str) -> None:
-    if conn.in_transaction():
-        conn.rollback()
-    _set(conn, run_id, status=status, error=message, finished_at=now_text())
+def _finish_failed(conn: Connection, run, status: str, message: str) -> None:
+    """Record a run's failure, unless it applied (its COMMIT is its outcome) or is no longer ours."""
+    _rollback(conn)
+    _set(conn, run.id, *_owned(run), Run.applied_seq.is_(None), status=status, error=message,
+         finished_at=now_text())
 
 
 def _check_still_open(conn: Connection, ids: list[int]) -> None:
@@ -205,8 +271,8 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
         message = (f"{counts.rejected} of {considered} records were rejected "
                    f"({counts.rejected / considered:.1%}), over the reject threshold of "
                    f"{options.max_reject_rate:.1%}; nothing was loaded")
-        _set(conn, run_id, status="failed", error=message, finished_at=now_text(), watermark_before=wm_before,
-             watermark_after=wm_before, **result)
+        _set(conn, run_id, *_owned(run), Run.applied_seq.is_(None), status="failed", error=message,
+             finished_at=now_text(), watermark_before=wm_before, watermark_after=wm_before, **result)
         raise RunFailed(run_id, message)
 
     report("classifying", counts.input_records, 0)
@@ -220,8 +286,11 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
         with write_transaction(conn):
             locked_at = time.perf_counter()
             report("applying", counts.input_records, 0)
-            if watermark.current(conn) != wm_before:
-                raise _Restart()
+            wm_now = watermark.current(conn)
+            if wm_now != wm_before:
+                if wm_for_skip is not None:
+                    raise _Restart()  # the run's skip decisions used the old value
+                wm_before = wm_now  # nothing was skipped by it: apply and advance from the new value
             if dl_ids:
                 _check_still_open(conn, list(dl_ids.values()))
             if _applied_version(conn) != version:
@@ -236,16 +305,25 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
             if options.dry_run:
                 raise _DryRun()
             seq = (_applied_version(conn) or 0) + 1
-            conn.execute(update(Run).where(Run.id == run_id).values(
-                status="succeeded", finished_at=now_text(), applied_seq=seq, **result))
-        # Stored once COMMIT has returned, so the figure is the whole time other writers waited.
-        _set(conn, run_id, lock_seconds=time.perf_counter() - locked_at)
+            # Everything the run's row needs is in the committed UPDATE, so that nothing after COMMIT
+            # can leave an applied run looking unfinished; the lock time is measured up to here.
+            # Only while this worker still owns the run: otherwise the apply rolls back.
+            done = conn.execute(update(Run).where(Run.id == run_id, *_owned(run)).values(
+                status="succeeded", finished_at=now_text(), applied_seq=seq,
+                lock_seconds=time.perf_counter() - locked_at, **result))
+            if done.rowcount != 1:
+                raise _Lost()
     except _DryRun:
-        _set(conn, run_id, status="succeeded", finished_at=now_text(), lock_seconds=time.perf_counter() - locked_at,
-             **result)
-    with contextlib.suppress(Exception):  # the run has committed: too late to fail or cancel it
+        if not _set(conn, run_id, *_owned(run), status="succeeded", finished_at=now_text(),
+                    lock_seconds=time.perf_counter() - locked_at, **result):
+            raise _Lost() from None
+    # The run has committed: what follows is best effort, too late to fail or cancel it.
+    with contextlib.suppress(Exception):
         report("done", counts.input_records, 0)
-    return summary_of(read_run(conn, run_id))
+    return summary_of(SimpleNamespace(id=run_id, status="succeeded", options=run.options, error=None,
+                                      watermark_before=result["watermark_before"],
+                                      watermark_after=result["watermark_after"],
+                                      **{k: v for k, v in result.items() if not k.startswith("watermark")}))
 
 
 def read_run(conn: Connection, run_id: int):
@@ -297,5 +375,14 @@ def run_file(conn: Connection, path: str | Path, *, kind: str = "cli", options: 
     return execute_run(conn, run_id, settings=settings, progress=progress)
 
 
-__all__ = ["Options", "Settings", "RunFailed", "RunCancelled", "create_run", "execute_run", "run_file",
-           "summary_of", "MAX_RECORD_BYTES"]
+__all__ = [
+    "MAX_RECORD_BYTES",
+    "Options",
+    "RunCancelled",
+    "RunFailed",
+    "Settings",
+    "create_run",
+    "execute_run",
+    "run_file",
+    "summary_of",
+]

@@ -1,0 +1,215 @@
+"""The SQLite intake: where runs are recorded without waiting for the database's single write lock.
+
+SQLite has one write lock, and a run's apply holds it for as long as it writes (minutes for a
+file of millions of records). Recording a submission must not wait for that, so on SQLite every
+new run gets its id here, in a small SQLite file of its own beside the database (`<db>-intake`),
+and a submission that finds the write lock held is written here as `queued` instead of into
+`runs`. The worker that claims it moves it into `runs` under the write lock it takes anyway; a
+cancel before that is written here too. Readers that list
+or show runs add `pending_runs` (the intake's rows not yet in `runs`), so a run is visible as queued
+on its page and in the API from the moment its upload is accepted. PostgreSQL needs no intake:
+there recording a run never waits for an apply.
+"""
+import threading
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
+
+from .database import make_engine, write_transaction
+from .models import Run
+from .pipeline.validate import now_text
+
+_meta = MetaData()
+# The columns of a queued run (see models.Run); `worker` names who is moving it into `runs`.
+intake_runs = Table(
+    "intake_runs", _meta,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # queued, claimed (being moved), cancelled
+    Column("options", Text, nullable=False),
+    Column("source_name", Text), Column("source_size", BigInteger), Column("source_sha256", String(64)),
+    Column("file_path", Text), Column("retry_of_id", BigInteger), Column("same_file_run_id", BigInteger),
+    Column("queued_at", String(26), nullable=False), Column("finished_at", String(26)),
+    Column("error", Text), Column("worker", String(128)), Column("cancel_requested", Boolean, default=False),
+)
+# The last run id handed out, by this intake or found in `runs`: one id sequence for both.
+intake_ids = Table("intake_ids", _meta, Column("one", Integer, primary_key=True),
+                   Column("last_id", BigInteger, nullable=False))
+
+_RUN_DEFAULTS = {c.name: (c.default.arg if c.default is not None and not callable(c.default.arg) else None)
+                 for c in Run.__table__.columns}
+_lock = threading.Lock()
+_intakes: dict[str, "Intake"] = {}
+
+
+def intake_for(engine: Engine) -> "Intake | None":
+    """The intake beside `engine`'s SQLite database file, or None (PostgreSQL, an in-memory database)."""
+    if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
+        return None
+    path = Path(engine.url.database).absolute()
+    key = str(path)
+    with _lock:
+        intake = _intakes.get(key)
+        if intake is None:
+            intake = _intakes[key] = Intake(path.with_name(path.name + "-intake"), engine)
+        return intake
+
+
+class Intake:
+    """Queued runs of one SQLite database, recorded in a file of their own."""
+
+    def __init__(self, path: Path, main: Engine):
+        self.path, self.main = path, main
+        # No pool: a process touches its intake briefly, and keeps no file open for it in between.
+        self.engine = make_engine(f"sqlite:///{path}", poolclass=NullPool)
+        _meta.create_all(self.engine)
+
+    def next_id(self, conn: Connection) -> int:
+        """Hand out the next run id (inside a write transaction of the intake)."""
+        last = conn.execute(select(intake_ids.c.last_id)).scalar()
+        with self.main.connect() as main:  # a read: never waits for the main database's write lock
+            in_runs = main.execute(select(func.max(Run.id))).scalar()
+            main.rollback()
+        new = max(last or 0, in_runs or 0) + 1
+        if last is None:
+            conn.execute(insert(intake_ids).values(one=1, last_id=new))
+        else:
+            conn.execute(update(intake_ids).values(last_id=new))
+        return new
+
+    def allocate(self) -> int:
+        """A run id for a run recorded directly in `runs` (one claimed at once by its process)."""
+        with self.engine.connect() as conn, write_transaction(conn):
+            return self.next_id(conn)
+
+    def record(self, run_id: int, **values) -> None:
+        """Record a queued run here under an id `allocate` gave it."""
+        sha = values.get("source_sha256")
+        with self.engine.connect() as conn, write_transaction(conn):
+            same = None
+            if sha:
+                with self.main.connect() as main:
+                    same = main.execute(select(func.min(Run.id)).where(Run.source_sha256 == sha)).scalar()
+                    main.rollback()
+                here = conn.execute(select(func.min(intake_runs.c.id)).where(
+                    intake_runs.c.source_sha256 == sha)).scalar()
+                same = min((i for i in (same, here) if i is not None), default=None)
+            conn.execute(insert(intake_runs).values(id=run_id, status="queued", same_file_run_id=same,
+                                                    queued_at=now_text(), **values))
+
+    def cancel(self, run_id: int) -> bool:
+        """Cancel a run still queued here; False when it is not here or is being moved into `runs`."""
+        with self.engine.connect() as conn, write_transaction(conn):
+            done = conn.execute(update(intake_runs).where(
+                intake_runs.c.id == run_id, intake_runs.c.status == "queued").values(
+                status="cancelled", error="cancelled by request", finished_at=now_text()))
+            return done.rowcount == 1
+
+    def status(self, run_id: int) -> str | None:
+        """The status of a run here (queued, claimed, cancelled), or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(intake_runs.c.status).where(intake_runs.c.id == run_id)).scalar()
+
+    def oldest_queued(self) -> int | None:
+        """The id of the oldest run queued here."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.min(intake_runs.c.id)).where(
+                intake_runs.c.status == "queued")).scalar()
+
+    def claim(self, run_id: int, worker: str) -> dict | None:
+        """Take a queued run for moving into `runs` by `worker`; return its row, or None if it went."""
+        with self.engine.connect() as conn, write_transaction(conn):
+            done = conn.execute(update(intake_runs).where(
+                intake_runs.c.id == run_id, intake_runs.c.status == "queued").values(
+                status="claimed", worker=worker))
+            if done.rowcount != 1:
+                return None
+            return dict(conn.execute(select(intake_runs).where(intake_runs.c.id == run_id)).one()._mapping)
+
+    def release(self, run_id: int) -> None:
+        """Put back a run whose move into `runs` did not commit."""
+        with self.engine.connect() as conn, write_transaction(conn):
+            conn.execute(update(intake_runs).where(intake_runs.c.id == run_id, intake_runs.c.status == "claimed")
+                         .values(status="queued", worker=None))
+
+    def release_dead(self, alive) -> list[int]:
+        """Put back runs whose mover died before its move committed (`alive(worker)` says who lives)."""
+        with self.engine.connect() as conn:
+            claimed = conn.execute(select(intake_runs.c.id, intake_runs.c.worker).where(
+                intake_runs.c.status == "claimed")).all()
+        dead = [r for r in claimed if not alive(r.worker)]
+        for r in dead:
+            self.release(r.id)
+        return [r.id for r in dead]
+
+    def cancelled(self) -> list[dict]:
+        """The rows cancelled here, to be moved into `runs` as they are."""
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(intake_runs).where(intake_runs.c.status == "cancelled").order_by(intake_runs.c.id))]
+
+    def has_queued(self) -> bool:
+        """Whether a run waits here to be claimed."""
+        return self.oldest_queued() is not None
+
+    @contextmanager
+    def file_paths(self):
+        """The files the runs here will read, with no run recorded here until the block ends."""
+        with self.engine.connect() as conn, write_transaction(conn):
+            yield {p for (p,) in conn.execute(select(intake_runs.c.file_path).where(
+                intake_runs.c.file_path.is_not(None)))}
+
+    def forget(self, ids: list[int]) -> None:
+        """Remove rows that are in `runs` now."""
+        if ids:
+            with self.engine.connect() as conn, write_transaction(conn):
+                conn.execute(delete(intake_runs).where(intake_runs.c.id.in_(ids)))
+
+    def pending(self, conn: Connection, run_ids: list[int] | None = None) -> list[dict]:
+        """This intake's runs not yet in `runs` (read on `conn`, the main database), newest first."""
+        with self.engine.connect() as ic:
+            query = select(intake_runs).order_by(intake_runs.c.id.desc())
+            if run_ids is not None:
+                query = query.where(intake_runs.c.id.in_(run_ids))
+            rows = [dict(r._mapping) for r in ic.execute(query)]
+        if not rows:
+            return []
+        moved = set(conn.execute(select(Run.id).where(Run.id.in_([r["id"] for r in rows]))).scalars())
+        return [as_run(r) for r in rows if r["id"] not in moved]
+
+
+def as_run(row: dict) -> dict:
+    """An intake row as a row of `runs` (a claimed one is still queued to a reader)."""
+    values = {k: v for k, v in row.items() if k in _RUN_DEFAULTS}
+    values["status"] = "queued" if row["status"] == "claimed" else row["status"]
+    values["worker"] = None
+    return {**_RUN_DEFAULTS, **values}
+
+
+def pending_runs(conn: Connection, run_ids: list[int] | None = None) -> list[dict]:
+    """Runs recorded in the intake and not yet in `runs`, newest first (none on PostgreSQL)."""
+    intake = intake_for(conn.engine)
+    return intake.pending(conn, run_ids) if intake is not None else []
+
+
+def intake_paths(engine: Engine):
+    """`Intake.file_paths` of `engine`'s intake, or an empty set where there is none."""
+    intake = intake_for(engine)
+    return intake.file_paths() if intake is not None else nullcontext(set())
