@@ -84,6 +84,17 @@ def test_a_malformed_origin_is_refused_cleanly(client, origin):
     assert client.get("/api/runs").get_json()["items"] == []
 
 
+def test_ids_in_other_scripts_or_past_bigint_name_no_resource(client, app):
+    for i in range(3):
+        upload(client, b"[]")
+    assert client.get("/api/runs/3").status_code == 200
+    for path in ("/api/runs/%D9%A3", "/api/runs/%D9%A3/cancel", "/api/runs/9223372036854775808",
+                 "/api/dead-letters/99999999999999999999", "/api/dead-letters/%D9%A3",
+                 "/api/runs/0"):
+        method = client.post if path.endswith("cancel") else client.get
+        assert_error(method(path), 404, "not_found")
+
+
 @pytest.mark.parametrize("query", ["run=%D9%A3", "run=%C2%B2", "run=9223372036854775808", "run=1.0", "run=0",
                                    "run=%201", "limit=1.0", "limit=0.0", "limit=%D9%A3", "limit=1_0"])
 def test_integers_in_queries_are_ascii_digits_in_range(client, loaded, query):

@@ -4,7 +4,8 @@ from sqlalchemy.engine import Connection
 
 from ..database import write_transaction
 from ..models import DeadLetter, Lineage
-from .extract import _DECODER, MALFORMED, Item
+from .extract import MALFORMED, Item, Unreadable
+from .jsontext import loads
 from .run import Options, Settings, create_run, execute_run
 from .validate import now_text
 
@@ -22,8 +23,8 @@ class DeadLetterError(ValueError):
 def parse_edit(text: str):
     """Parse an operator's edited record; raise DeadLetterError when it is not JSON."""
     try:
-        return _DECODER.decode(text)
-    except (ValueError, RecursionError) as exc:
+        return loads(text)
+    except ValueError as exc:
         raise DeadLetterError(f"the edited record is not valid JSON: {exc}", "invalid") from None
 
 
@@ -34,14 +35,19 @@ def _load(conn: Connection, ids: list[int]) -> list:
     return rows
 
 
-def _record_of(row):
-    """The record to retry: its last attempted JSON, else the raw record as received."""
-    if row.error == "malformed_json" and row.last_raw is None:
-        try:
-            return _DECODER.decode(row.raw)
-        except (ValueError, RecursionError):
-            return MALFORMED
-    return _DECODER.decode(row.last_raw or row.raw)
+def _record_of(row) -> tuple[object, str | None]:
+    """The record to retry (its last attempt, else the raw as received) and the text kept if it is not JSON.
+
+    Text that is not a JSON record (a malformed line, or what was kept of a record over the limit)
+    is retried as that text again, and fails again: only an edit can fix it.
+    """
+    text = row.last_raw if row.last_raw is not None else row.raw
+    if row.error == "record_too_large":
+        return Unreadable(row.error, row.detail), text
+    try:
+        return loads(text), None
+    except ValueError:
+        return MALFORMED, text
 
 
 def reprocess(conn: Connection, ids: list[int], *, edited=None, settings: Settings | None = None,
@@ -65,8 +71,7 @@ def reprocess(conn: Connection, ids: list[int], *, edited=None, settings: Settin
         raise DeadLetterError(f"dead letter {closed[0]} is {rows[closed[0]].status}; only open ones can be reprocessed")
     items, dl_ids = [], {}
     for pos, dl_id in enumerate(ids, start=1):
-        record = edited if edited is not None else _record_of(rows[dl_id])
-        text = rows[dl_id].raw if record is MALFORMED else None
+        record, text = (edited, None) if edited is not None else _record_of(rows[dl_id])
         items.append(Item(pos, None, record, text))
         dl_ids[pos] = dl_id
     run_id = create_run(conn, kind="reprocess", options=Options(ignore_watermark=True),

@@ -160,8 +160,13 @@ def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item
         if not run.file_path or not Path(run.file_path).exists():
             raise InputError("the run's file is no longer stored")
         files.append(open(run.file_path, "rb"))  # closed by close_files
-        readers.append(Reader(files[-1], settings.max_decompressed_bytes, settings.max_upload_bytes))
-        return readers[-1]
+        # Reported per chunk read, so that progress moves and a cancel stops the run even where the
+        # file holds no record (white space, or a record over the limit being skipped).
+        reader = Reader(files[-1], settings.max_decompressed_bytes, settings.max_upload_bytes,
+                        max_record=settings.max_record_bytes,
+                        on_chunk=lambda: report("reading", reader.records, bytes_read()))
+        readers.append(reader)
+        return reader
 
     def bytes_read() -> int:
         return readers[-1].bytes_read() if readers else 0

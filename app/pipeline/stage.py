@@ -4,19 +4,15 @@ A TEMP table lives in the connection's own temporary schema, so filling it takes
 main database: while a large file is parsed, other writers go on.
 """
 import hashlib
-import json
-import math
-import re
-import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
-import orjson
 from sqlalchemy import BigInteger, Column, Double, MetaData, String, Table, Text
 from sqlalchemy.engine import Connection
 
 from ..models import binary_text
-from .extract import MALFORMED, Item
+from .extract import Item, Unreadable
+from .jsontext import dumps
 from .validate import Invalid, ts_of, usable_key, validate
 
 BATCH = 20_000
@@ -75,35 +71,6 @@ class StageCounts:
     errors: dict = field(default_factory=dict)
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def raw_text(value) -> str:
-    """The record as JSON text, keys in their order; NUL and unpaired surrogates escaped."""
-    try:
-        text = orjson.dumps(value)
-        if b"null" not in text:  # orjson writes an infinite float as null: the stdlib path below keeps it
-            return text.decode()
-    except (TypeError, orjson.JSONEncodeError):
-        pass
-    # Lone surrogates, huge integers or a number beyond the double range: the stdlib writes them;
-    # a non-finite float (from a literal such as 1e400) is written back as 1e999, not `Infinity`.
-    token = uuid.uuid4().hex
-
-    def finite(v):
-        if isinstance(v, float) and math.isinf(v):
-            return f"{token}{'-' if v < 0 else ''}"
-        if isinstance(v, dict):
-            return {k: finite(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [finite(x) for x in v]
-        return v
-
-    text = json.dumps(finite(value), ensure_ascii=False, separators=(",", ":"))
-    text = text.replace(f'"{token}-"', "-1e999").replace(f'"{token}"', "1e999")
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
 def fingerprint(raw: str, error: str) -> str:
     """Identity of a rejected record for the same-record-again rule: its raw text and its error."""
     return hashlib.blake2b(f"{error}\x1f{raw}".encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
@@ -127,10 +94,10 @@ def bulk_insert(conn: Connection, table: str, columns: list[str], rows: list[tup
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        with conn.connection.dbapi_connection.cursor() as cursor:
-            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+        cursor = conn.connection.dbapi_connection.cursor()
+        with cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
         return
     marks = ", ".join("?" * len(columns))
     conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
@@ -164,12 +131,11 @@ def fill(conn: Connection, items: Iterable[Item], *, watermark: str | None, late
         n += 1
         record = item.value
         if dl_ids:
-            retry.append((item.pos, dl_ids[item.pos], None if record is MALFORMED else raw_text(record)))
-        if record is MALFORMED:
+            retry.append((item.pos, dl_ids[item.pos], None if type(record) is Unreadable else dumps(record)))
+        if type(record) is Unreadable:  # malformed, or over the record limit: kept as its text
             raw = item.text or ""
-            bad.append((item.pos, item.line, None, "malformed_json", "the line is not valid JSON", raw,
-                        fingerprint(raw, "malformed_json")))
-            errors["malformed_json"] = errors.get("malformed_json", 0) + 1
+            bad.append((item.pos, item.line, None, record.code, record.detail, raw, fingerprint(raw, record.code)))
+            errors[record.code] = errors.get(record.code, 0) + 1
         else:
             ts = ts_of(record) if watermark is not None and type(record) is dict else None
             if ts is not None and ts < watermark:
@@ -178,7 +144,7 @@ def fill(conn: Connection, items: Iterable[Item], *, watermark: str | None, late
                 try:
                     good.append((item.pos, item.line, *validate(record, latest)))
                 except Invalid as exc:
-                    raw = raw_text(record)
+                    raw = dumps(record)
                     bad.append((item.pos, item.line, usable_key(record), exc.code, exc.detail, raw,
                                 fingerprint(raw, exc.code)))
                     errors[exc.code] = errors.get(exc.code, 0) + 1
