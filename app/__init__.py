@@ -2,10 +2,9 @@
 import os
 
 from flask import Flask
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import DBAPIError
 
-from .config import defaults
+from .config import database_url_problem, defaults, redact
 from .database import configure_engine
 from .extensions import csrf, db, migrate
 from .schema import MIGRATIONS, upgrade
@@ -22,12 +21,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
 
     # A database that cannot be used does not stop the app from starting: the CLI, /healthz and
-    # every page then say what is wrong in one line (503) instead of a traceback.
-    app.config["SLUICE_DB_ERROR"] = None
-    try:
-        make_url(app.config["SQLALCHEMY_DATABASE_URI"]).get_dialect().import_dbapi()
-    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-        app.config["SLUICE_DB_ERROR"] = f"DATABASE_URL is not usable: {exc}".splitlines()[0]
+    # every page then say what is wrong in one line (503), without the password, instead of a traceback.
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    app.config["SLUICE_DB_ERROR"] = database_url_problem(url)
+    if app.config["SLUICE_DB_ERROR"]:
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS))
@@ -40,7 +37,7 @@ def create_app(test_config: dict | None = None) -> Flask:
             try:
                 upgrade(db.engine)
             except DBAPIError as exc:  # unreachable, refused, or not a database at all
-                app.config["SLUICE_DB_ERROR"] = str(exc.orig).strip().splitlines()[0]
+                app.config["SLUICE_DB_ERROR"] = redact(exc.orig, url)
 
     from . import cli, runs, web
     web.init_app(app)

@@ -1,11 +1,13 @@
 """Defaults and the environment: one absolute database URL for the web app, the CLI and the benchmark."""
 import os
+import re
 import secrets
-from pathlib import Path
-
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Mapping
+from pathlib import Path
+from urllib.parse import unquote
 
+from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -20,7 +22,7 @@ def database_url(instance_path: str) -> str:
     raw = os.environ.get("DATABASE_URL") or f"sqlite:///{Path(instance_path) / 'sluice.db'}"
     try:
         url = make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         return raw  # create_app reports it as an unusable database URL
     # A relative SQLite path would be resolved against the working directory by a plain
     # create_engine but against the instance folder by Flask-SQLAlchemy: make it absolute here.
@@ -32,6 +34,41 @@ def database_url(instance_path: str) -> str:
     if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
     return url.render_as_string(hide_password=False)
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The password of a database URL, and the pieces of it a mistyped URL scatters elsewhere, longest first.
+
+    Read from the raw text, not from a parsed URL: an unescaped `@` in a password makes SQLAlchemy take
+    the rest of the password for the host name, which then appears in the driver's error.
+    """
+    _, sep, rest = url.partition("://")
+    match = re.match(r"[^:/@]*:(.*)@", rest.partition("?")[0]) if sep else None
+    if not match or not match.group(1):
+        return []
+    password = match.group(1)
+    pieces = {password, unquote(password), *(p for p in re.split(r"[@:/]", password) if len(p) >= 3)}
+    return sorted(pieces, key=len, reverse=True)
+
+
+def redact(text: str, url: str) -> str:
+    """One line of `text` (an error about the database at `url`) with the URL's password replaced by ***."""
+    line = next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+    for secret in _url_secrets(url):
+        line = line.replace(secret, "***")
+    return line
+
+
+def database_url_problem(url: str) -> str | None:
+    """None when `url` is a database URL whose driver is installed; else one line saying why, password redacted."""
+    try:
+        # Parses the URL, loads its driver and checks its arguments; connects to nothing.
+        create_engine(url).dispose()
+    except ValueError as exc:  # from int(port)
+        return redact(f"DATABASE_URL is not a valid URL: its port is not a number ({exc})", url)
+    except (ArgumentError, ImportError, TypeError) as exc:  # not a URL, unknown dialect, no driver
+        return redact(f"DATABASE_URL is not usable: {exc}", url)
+    return None
 
 
 def secret_key(instance_path: str) -> str:
@@ -51,6 +88,29 @@ def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+LOOPBACK_HOSTS = "localhost,127.0.0.1,[::1]"
+
+
+def trusted_hosts(value: str) -> list[str]:
+    """The host names of `SLUICE_TRUSTED_HOSTS` (comma-separated, any port), lower case, IPv6 in brackets.
+
+    A leading dot trusts every subdomain (`.example.com`), as in Werkzeug.
+    """
+    names = []
+    for name in value.split(","):
+        name = name.strip().lower()
+        if not name:
+            continue
+        if name.startswith("[") and "]" in name:  # [::1] or [::1]:5000
+            name = name[:name.index("]") + 1]
+        elif name.count(":") > 1:  # a bare IPv6 address: ::1
+            name = f"[{name}]"
+        else:
+            name = name.partition(":")[0]  # the port does not matter
+        names.append(name)
+    return names
+
+
 def defaults(instance_path: str) -> dict:
     """The configuration of a Sluice app, read from the environment (`SLUICE_*`) with defaults."""
     return {
@@ -68,8 +128,16 @@ def defaults(instance_path: str) -> dict:
         "SLUICE_EMBEDDED_WORKER": os.environ.get("SLUICE_EMBEDDED_WORKER", "1") != "0",
         "SLUICE_RUN_LEASE_SECONDS": _int("SLUICE_RUN_LEASE_SECONDS", 60),
         "SLUICE_HEARTBEAT_SECONDS": _int("SLUICE_HEARTBEAT_SECONDS", 5),
-        "SLUICE_PROGRESS_INTERVAL": float(os.environ.get("SLUICE_PROGRESS_INTERVAL", 0.5)),
+        "SLUICE_PROGRESS_INTERVAL": float(os.environ.get("SLUICE_PROGRESS_INTERVAL", "0.5")),
         "WTF_CSRF_TIME_LIMIT": None,
+        # Host names this app answers for; any other Host header gets a 400 (against DNS rebinding).
+        "SLUICE_TRUSTED_HOSTS": trusted_hosts(os.environ.get("SLUICE_TRUSTED_HOSTS", LOOPBACK_HOSTS)),
+        # The session cookie (it carries the CSRF secret): never sent by cross-site subrequests or
+        # posts, never readable by scripts, and only over HTTPS once Sluice is served behind it.
+        "SESSION_COOKIE_SAMESITE":
+            "Strict" if os.environ.get("SLUICE_SESSION_COOKIE_SAMESITE", "").lower() == "strict" else "Lax",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SECURE": os.environ.get("SLUICE_SESSION_COOKIE_SECURE", "0") == "1",
     }
 
 

@@ -44,7 +44,13 @@ def server(db_url, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def page():
+def refused():
+    """What the Content-Security-Policy refused on the pages of a test, as Chromium reports it."""
+    return []
+
+
+@pytest.fixture
+def page(refused):
     sync_api = pytest.importorskip("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed")
@@ -54,9 +60,16 @@ def page():
         context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
         context.set_default_timeout(30_000)
         tab = context.new_page()
+        # Chromium reports every resource, inline script or style the Content-Security-Policy blocks
+        # on the console; the pages must need none of that.
+        tab.on("console", lambda message: refused.append(message.text)
+               if "Content Security Policy" in message.text else None)
+        tab.add_init_script("document.addEventListener('securitypolicyviolation', e => console.error("
+                            "'Content Security Policy violation: ' + e.violatedDirective + ' ' + e.blockedURI))")
         yield tab
         context.close()
         browser.close()
+        assert refused == [], refused
 
 
 def _count(page, name: str) -> str:
@@ -167,3 +180,27 @@ def test_drop_a_file_on_the_upload_area(server, page):
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"/lineage/dropped$"))
     assert page.locator("#timeline .step").all_inner_texts() == ["inserted", "staged"]
+
+
+def test_the_policy_refuses_inline_code_and_framing(server, page, refused):
+    page.goto(server + "/runs")
+    page.evaluate("""() => { const s = document.createElement('script'); s.textContent = 'window.ran = 1';
+                             document.body.appendChild(s); }""")
+    assert page.evaluate("() => window.ran") is None
+    page.wait_for_function("() => true")
+    assert any("script-src" in text for text in refused), refused
+    refused.clear()
+    page.set_content(f'<iframe src="{server}/runs" title="framed"></iframe>')
+    page.wait_for_timeout(1000)
+    assert any("frame-ancestors" in text for text in refused), refused
+    refused.clear()
+
+
+def test_the_runs_chart_is_drawn_under_the_policy(server, page, engine):
+    with engine.connect() as conn:
+        run_file(conn, SAMPLE_INPUT)
+    page.goto(server + "/runs")
+    bar = page.locator("figure.chart rect.loaded").first
+    assert bar.get_attribute("height") != "0.0" and bar.bounding_box()["height"] > 0
+    assert page.locator("figure.chart").evaluate("e => getComputedStyle(e.querySelector('rect.loaded')).fill") \
+        not in ("", "none", "rgb(0, 0, 0)")  # the stylesheet's colours apply

@@ -1,8 +1,15 @@
 """The target table page: keyset paging (first, next, previous, last), search, sorts, exports, escaping."""
 import csv
+import functools
 import io
 import json
 import re
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from app import queries
+from app.pipeline import discard
 
 from .test_pages_helpers import load, text
 
@@ -107,9 +114,46 @@ def test_exports_follow_the_current_view(client, conn, write):
     assert len(all_rows) == 61  # the whole view, not one page
 
 
-def test_a_common_prefix_with_another_sort_pages_correctly(client, conn, write, monkeypatch):
-    from app import queries
+@pytest.mark.parametrize("path", ["/target/export.json", "/target/export.json?sort=ts&desc=1",
+                                  "/api/target?format=json", "/dead-letters/export.json?status=all",
+                                  "/api/dead-letters?format=json"])
+def test_an_export_reads_one_snapshot_while_a_run_commits(client, conn, write, monkeypatch, path):
+    dead = [{"key": f"bad{i}", "name": "n", "value": "not a number", "ts": TS.format(1, i)} for i in range(6)]
+    load(conn, write, _records(6) + dead)
+    # Small batches, so that the export goes back to the database several times.
+    monkeypatch.setattr(queries, "iter_target", functools.partial(queries.iter_target, batch=2))
+    monkeypatch.setattr(queries, "iter_dead_letters", functools.partial(queries.iter_dead_letters, batch=2))
+    with client.get(path) as before:
+        expected = before.get_data(as_text=True)
+    response = client.get(path)  # its first batch is read: the snapshot is taken
+    chunks = iter(response.response)
+    started = next(chunks)
+    # While it streams, a run commits newer rows for old keys, a new key and new dead letters, and the
+    # oldest dead letter (exported last, newest first) is discarded.
+    later = [{"key": f"k{i:04d}", "name": "later", "value": 1, "ts": TS.format(28, 23)} for i in (0, 5)]
+    later += [{"key": "k9999", "name": "new", "value": 2, "ts": TS.format(28, 23)}]
+    later += [{"key": f"late{i}", "name": "n", "value": "nan", "ts": TS.format(2, i)} for i in range(4)]
+    assert load(conn, write, later, name="later.jsonl")["loaded"] == 3
+    discard(conn, [1], reason="while exporting", actor=None)
+    body = (started + b"".join(chunks)).decode()
+    response.close()
+    assert body == expected
 
+
+def test_an_export_that_cannot_be_read_fails_before_it_starts(client, conn, write, monkeypatch):
+    load(conn, write, _records(3))
+
+    def unreadable(conn, **view):
+        raise OperationalError("SELECT …", {}, Exception("server closed the connection unexpectedly"))
+        yield
+
+    monkeypatch.setattr(queries, "iter_target", unreadable)
+    response = client.get("/target/export.json")
+    assert response.status_code == 503  # not a 200 whose body stops after "["
+    assert "Database unavailable" in text(response)
+
+
+def test_a_common_prefix_with_another_sort_pages_correctly(client, conn, write, monkeypatch):
     monkeypatch.setattr(queries, "DENSE_PREFIX", 5)  # take the walk-the-sort-index path with few rows
     records = _records(120)
     load(conn, write, records)

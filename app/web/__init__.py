@@ -22,9 +22,13 @@ def upload_limit() -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Register every blueprint of the dashboard and its error pages."""
-    from . import dead_letters, errors, health, home, lineage, runs, target, upload, watermarks
+    """Register every blueprint of the dashboard, its error pages and its security checks and headers."""
+    from . import dead_letters, errors, health, home, lineage, runs, security, target, upload, watermarks
+    from .converters import IdConverter
 
+    # Before any route is added: rules pick their converter when they are registered.
+    app.url_map.converters["int"] = IdConverter
+    security.init_app(app)
     for module in (home, upload, runs, target, dead_letters, lineage, watermarks, health):
         app.register_blueprint(module.bp)
     from . import api

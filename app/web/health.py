@@ -3,6 +3,7 @@ from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..config import redact
 from ..extensions import db
 
 bp = Blueprint("health", __name__)
@@ -17,7 +18,7 @@ def healthz():
             with db.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
-            error = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            error = redact(getattr(exc, "orig", None) or exc, current_app.config["SQLALCHEMY_DATABASE_URI"])
     if error:
         return jsonify(status="error", database=error), 503
     return jsonify(status="ok", database="ok")

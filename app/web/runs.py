@@ -8,6 +8,7 @@ from .. import queries
 from ..extensions import db
 from ..pipeline import summary_of
 from ..runs import RunService, RunStateError, current_service
+from .converters import MAX_ID
 from .filters import RunsView, lenient
 from .forms import ActionForm
 
@@ -15,10 +16,11 @@ bp = Blueprint("runs", __name__, url_prefix="/runs")
 
 
 def _int(value) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except ValueError:
+    """A run id from a query string: 1 to 2**63 - 1 in ASCII digits (int() takes `٣` and ` +3`), else None."""
+    value = (value or "").strip()
+    if not (value.isascii() and value.isdigit() and len(value) <= 19):
         return None
+    return int(value) if 1 <= int(value) <= MAX_ID else None
 
 
 @bp.get("")

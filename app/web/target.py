@@ -1,6 +1,7 @@
 """The target table: keyset pages, prefix search, sorts, and streamed CSV / JSON export of the view."""
 import csv
 import io
+import itertools
 import json
 
 from flask import Blueprint, Response, render_template, request, stream_with_context
@@ -40,32 +41,61 @@ def csv_cell(value):
     return value
 
 
-def _stream(rows_of, fmt: str, columns=COLUMNS):
-    """Yield the rows of a view as CSV or JSON, a chunk at a time, on a connection of its own."""
-    with db.engine.connect() as conn:
-        if fmt == "csv":
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            writer.writerow(columns)
-            for i, row in enumerate(rows_of(conn), start=1):
-                writer.writerow([csv_cell(row[c]) for c in columns])
-                if i % 1000 == 0:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-            yield buffer.getvalue()
-        else:
-            yield "["
-            for i, row in enumerate(rows_of(conn)):
-                yield ("," if i else "") + "\n" + json.dumps({c: row[c] for c in columns}, ensure_ascii=False)
-            yield "\n]\n"
+def _encode(rows, fmt: str, columns):
+    """Yield rows as CSV or JSON text, a chunk at a time."""
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(columns)
+        for i, row in enumerate(rows, start=1):
+            writer.writerow([csv_cell(row[c]) for c in columns])
+            if i % 1000 == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+    else:
+        yield "["
+        for i, row in enumerate(rows):
+            yield ("," if i else "") + "\n" + json.dumps({c: row[c] for c in columns}, ensure_ascii=False)
+        yield "\n]\n"
+
+
+def snapshot_connection():
+    """A connection in a read-only transaction that sees one snapshot of the database until it is closed."""
+    conn = db.engine.connect()
+    if conn.dialect.name == "postgresql":
+        # READ COMMITTED, the default, lets each statement see what committed since the one before.
+        conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+    # On SQLite (WAL) a read transaction sees one snapshot from its first read until it ends.
+    conn.begin()
+    return conn
 
 
 def export_response(rows_of, fmt: str, name: str, columns=COLUMNS) -> Response:
-    """A streamed download of a view as CSV or JSON."""
+    """A streamed download of a view as CSV or JSON, every batch read from one snapshot.
+
+    `rows_of(conn)` yields the view's rows. Its first batch is read before the response starts, so a
+    view that cannot be read answers an error status rather than a 200 cut short.
+    """
+    conn = snapshot_connection()
+    try:
+        rows = iter(rows_of(conn))
+        first = list(itertools.islice(rows, 1))
+    except BaseException:
+        conn.close()
+        raise
+    def body():
+        try:
+            yield from _encode(itertools.chain(first, rows), fmt, columns)
+        finally:
+            conn.close()
+
     mimetype = "text/csv" if fmt == "csv" else "application/json"
-    return Response(stream_with_context(_stream(rows_of, fmt, columns)), mimetype=f"{mimetype}; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'})
+    response = Response(stream_with_context(body()), mimetype=f"{mimetype}; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'})
+    response.call_on_close(conn.close)  # also when the body is never read to its end
+    return response
 
 
 @bp.get("/export.<any(csv, json):fmt>")
