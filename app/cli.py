@@ -1,6 +1,7 @@
 """`flask --app app etl …`: run files, list runs, report lineage, manage the watermark and dead letters."""
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
 from flask import current_app
@@ -9,8 +10,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .extensions import db
+from .intake import pending_runs
 from .models import Lineage, Run
-from .pipeline import (DeadLetterError, Options, RunFailed, WatermarkError, discard as discard_dl)
+from .pipeline import DeadLetterError, Options, RunFailed, WatermarkError
+from .pipeline import discard as discard_dl
 from .pipeline import watermark as wm
 from .runs import current_service
 
@@ -89,6 +92,9 @@ def runs_command(limit):
     with _connection() as conn:
         current_service().recover()
         rows = conn.execute(select(Run).order_by(Run.id.desc()).limit(limit)).all()
+        # Runs accepted while SQLite's write lock was held wait in the intake until a worker claims them.
+        waiting = [SimpleNamespace(**r) for r in pending_runs(conn)]
+        rows = sorted([*rows, *waiting], key=lambda r: r.id, reverse=True)[:limit]
     click.echo(f"{'id':>6}  {'kind':<9} {'status':<9} {'queued (UTC)':<19}  {'input':>9} {'loaded':>9} "
                f"{'rejected':>9} {'skipped':>9}  source")
     for r in rows:

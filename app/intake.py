@@ -11,6 +11,7 @@ on its page and in the API from the moment its upload is accepted. PostgreSQL ne
 there recording a run never waits for an apply.
 """
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -30,9 +31,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from .database import make_engine, write_transaction
+from .database import is_locked, make_engine, write_transaction
 from .models import Run
 from .pipeline.validate import now_text
 
@@ -99,20 +101,37 @@ class Intake:
         with self.engine.connect() as conn, write_transaction(conn):
             return self.next_id(conn)
 
-    def record(self, run_id: int, **values) -> None:
-        """Record a queued run here under an id `allocate` gave it."""
-        sha = values.get("source_sha256")
+    def submit(self, insert_into_runs: Callable[[int], None], **values) -> int:
+        """Record a queued run: `insert_into_runs(id)` if the write lock is free, else here; return its id.
+
+        Ids are handed out and recorded one submission at a time (under the intake's lock), so a run
+        is visible, in `runs` or here, before the next id exists: the queue order is the id order.
+        """
         with self.engine.connect() as conn, write_transaction(conn):
-            same = None
-            if sha:
-                with self.main.connect() as main:
-                    same = main.execute(select(func.min(Run.id)).where(Run.source_sha256 == sha)).scalar()
-                    main.rollback()
-                here = conn.execute(select(func.min(intake_runs.c.id)).where(
-                    intake_runs.c.source_sha256 == sha)).scalar()
-                same = min((i for i in (same, here) if i is not None), default=None)
-            conn.execute(insert(intake_runs).values(id=run_id, status="queued", same_file_run_id=same,
-                                                    queued_at=now_text(), **values))
+            run_id = self.next_id(conn)
+            # Once runs wait here the lock is likely still held: the next ones join them at once.
+            if conn.execute(select(intake_runs.c.id).where(intake_runs.c.status == "queued")
+                            .limit(1)).first() is None:
+                try:
+                    insert_into_runs(run_id)
+                    return run_id
+                except OperationalError as exc:
+                    if not is_locked(exc):
+                        raise
+            self._record(conn, run_id, **values)
+            return run_id
+
+    def _record(self, conn: Connection, run_id: int, **values) -> None:
+        sha, same = values.get("source_sha256"), None
+        if sha:
+            with self.main.connect() as main:
+                same = main.execute(select(func.min(Run.id)).where(Run.source_sha256 == sha)).scalar()
+                main.rollback()
+            here = conn.execute(select(func.min(intake_runs.c.id)).where(
+                intake_runs.c.source_sha256 == sha)).scalar()
+            same = min((i for i in (same, here) if i is not None), default=None)
+        conn.execute(insert(intake_runs).values(id=run_id, status="queued", same_file_run_id=same,
+                                                queued_at=now_text(), **values))
 
     def cancel(self, run_id: int) -> bool:
         """Cancel a run still queued here; False when it is not here or is being moved into `runs`."""

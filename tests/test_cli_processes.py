@@ -14,7 +14,7 @@ def test_a_killed_cli_run_is_marked_interrupted_by_the_next_command(app, engine,
     flask = [sys.executable, "-m", "flask", "--app", "app", "etl"]
     small = make_records(tmp_path / "small.json", 500, seed=5)
     done = subprocess.run(flask + ["run", str(small)], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     before = snapshot(engine)
     big = make_records(tmp_path / "big.json", 80_000, seed=6, start="2024-01-02T00:00:00")
@@ -29,7 +29,8 @@ def test_a_killed_cli_run_is_marked_interrupted_by_the_next_command(app, engine,
         if child.poll() is None:
             child.kill()
     assert run_of(engine, 2).status == "running"  # nobody has looked yet
-    listing = subprocess.run(flask + ["runs"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    listing = subprocess.run(flask + ["runs"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                             check=False)
     assert listing.returncode == 0, listing.stderr
     run = run_of(engine, 2)
     assert (run.status, run.error) == ("failed", "interrupted")

@@ -93,9 +93,9 @@ def test_recording_a_run_does_not_wait_for_another_runs_apply_on_postgresql(conn
                 other.exec_driver_sql("SET lock_timeout = '5s'")
                 other.commit()
                 recorded.append(create_run(other, kind="api", source_name="during.json"))
-                with pytest.raises(Exception, match="lock timeout"):
-                    with write_transaction(other):  # an operator change does wait for the apply
-                        pass
+                # An operator change does wait for the apply.
+                with pytest.raises(Exception, match="lock timeout"), write_transaction(other):
+                    pass
 
     summary = run_file(conn, write("big.json", json.dumps([rec(key=f"k{i}") for i in range(50)])),
                        progress=progress)

@@ -258,7 +258,7 @@ def test_ten_concurrent_uploads_all_complete_like_one_after_another(db_url, engi
         try:
             barrier.wait(timeout=30)
             ids[n] = svc.submit(io.BytesIO(datas[n]), f"c{n}.json", kind="upload", options=None)
-        except Exception as exc:  # collected: a thread's exception would otherwise be lost
+        except Exception as exc:  # noqa: BLE001 - collected: a thread's exception would otherwise be lost
             errors.append(repr(exc))
 
     threads = [threading.Thread(target=submit, args=(n,)) for n in range(len(datas))]

@@ -5,7 +5,7 @@ import io
 import json
 import os
 import threading
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
@@ -283,7 +283,7 @@ def test_housekeeping_keeps_a_file_uploaded_again_before_its_new_run_is_recorded
     path = Path(run_row(svc, old).file_path)
     later = utc_now() + timedelta(hours=app.config["SLUICE_FILE_RETENTION_HOURS"] + 1)
     # The same content arrives again at `later`: stored (fresh mtime), its run not recorded yet.
-    stamp = later.replace(tzinfo=timezone.utc).timestamp()
+    stamp = later.replace(tzinfo=UTC).timestamp()
     os.utime(path, (stamp, stamp))
     assert svc.housekeep(now=later) == []
     assert path.exists() and run_row(svc, old).file_removed_at is None

@@ -8,9 +8,8 @@ from types import SimpleNamespace
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
 
-from ..database import brief_lock_wait, is_locked, write_transaction
+from ..database import brief_lock_wait, write_transaction
 from ..intake import intake_for
 from ..models import Run
 from ..pipeline import Options, create_run
@@ -21,7 +20,7 @@ from .errors import RunNotFound, RunStateError
 QUEUE_KINDS = ("upload", "api", "retry")
 # How long a submission waits for SQLite's write lock before it goes to the intake instead: long
 # enough for the brief writes (a claim, a heartbeat), far shorter than an apply.
-INTAKE_AFTER_MS = 1_000
+INTAKE_AFTER_MS = 200
 _MOVED = ("id", "kind", "options", "source_name", "source_size", "source_sha256", "file_path", "retry_of_id",
           "same_file_run_id", "queued_at")
 
@@ -41,22 +40,19 @@ class RunQueue:
         """Record a queued run (kind, options, source_*, file_path, retry_of_id); return its id.
 
         Never waits for another run's apply: PostgreSQL lets the insert through; on SQLite, while
-        the write lock stays held, the run is recorded in the intake under the id it was given.
+        the write lock stays held, the run is recorded in the intake instead.
         """
         intake = self.intake
         if intake is None:
             with self.engine.connect() as conn:
                 return create_run(conn, **values)
-        run_id = intake.allocate()
-        try:
+
+        def insert_into_runs(run_id: int) -> None:
             with self.engine.connect() as conn, brief_lock_wait(conn, INTAKE_AFTER_MS):
-                return create_run(conn, run_id=run_id, **values)
-        except OperationalError as exc:
-            if not is_locked(exc):
-                raise
-        options = values.pop("options", None) or Options()
-        intake.record(run_id=run_id, options=options.to_json(), **values)
-        return run_id
+                create_run(conn, run_id=run_id, **values)
+
+        options = values.get("options") or Options()
+        return intake.submit(insert_into_runs, **{**values, "options": options.to_json()})
 
     def find(self, run_id: int):
         """A run's row (from `runs`, or from the intake while it waits there); raise RunNotFound."""

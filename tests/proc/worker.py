@@ -15,8 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from app import create_app  # noqa: E402
-from app import runs  # noqa: E402
+from app import create_app, runs
 
 LIMIT_SECONDS = 120  # never outlive a test run by long, even if nobody kills us
 
