@@ -131,3 +131,18 @@ def test_the_wal_is_truncated_after_a_large_run(db_url, tmp_path, monkeypatch):
     assert (os.path.getsize(wal) if wal.exists() else 0) <= limit
     assert database.stat().st_size - before > 4 * limit  # in the database file: the run wrote far more
     svc.engine.dispose()
+
+
+def test_housekeeping_keeps_the_file_of_a_run_waiting_in_the_intake(svc, app):
+    from datetime import timedelta
+
+    from app.pipeline.validate import utc_now
+
+    old = svc.submit(body(records(2)), "old.json")
+    svc.cancel(old)
+    with HeldApplyLock(svc.engine):
+        retry = svc.retry(old)  # on SQLite it waits in the intake, not in `runs`
+    later = utc_now() + timedelta(hours=app.config["SLUICE_FILE_RETENTION_HOURS"] + 1)
+    assert svc.housekeep(now=later) == []
+    assert Path(svc.queue.find(retry).file_path).exists()
+    assert svc.drain() == [retry] and in_runs(svc, retry) == "succeeded"
