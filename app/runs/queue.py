@@ -131,8 +131,12 @@ class RunQueue:
             row = self.intake.claim(waiting, worker)
             if row is None:
                 return None  # cancelled this instant: the next poll claims the next one
-            conn.execute(insert(Run).values(
-                **{k: row[k] for k in _MOVED}, status="running", worker=worker, heartbeat_at=now, started_at=now))
+            try:
+                conn.execute(insert(Run).values(**{k: row[k] for k in _MOVED}, status="running", worker=worker,
+                                                heartbeat_at=now, started_at=now))
+            except BaseException:
+                self.intake.release(waiting)
+                raise
             return waiting
         if in_runs is None:
             return None
