@@ -159,7 +159,7 @@ def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item
             return items()
         if not run.file_path or not Path(run.file_path).exists():
             raise InputError("the run's file is no longer stored")
-        files.append(open(run.file_path, "rb"))  # closed by close_files
+        files.append(open(run.file_path, "rb"))  # noqa: SIM115 - closed by close_files
         # Reported per chunk read, so that progress moves and a cancel stops the run even where the
         # file holds no record (white space, or a record over the limit being skipped).
         reader = Reader(files[-1], settings.max_decompressed_bytes, settings.max_upload_bytes,
