@@ -1,7 +1,23 @@
 """The dashboard's forms (Flask-WTF, so every one carries a CSRF token)."""
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DecimalField, HiddenField, IntegerField, MultipleFileField, StringField, TextAreaField
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+from wtforms import (
+    BooleanField,
+    DecimalField,
+    HiddenField,
+    IntegerField,
+    MultipleFileField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
+
+from ..queries import storable
+
+
+def storable_text(form, field) -> None:
+    """Refuse text no database row can hold (NUL, a lone surrogate): PostgreSQL would refuse it at the UPDATE."""
+    if field.data and not storable(field.data):
+        raise ValidationError("must not contain NUL characters")
 
 
 class UploadForm(FlaskForm):
@@ -21,7 +37,7 @@ class ActionForm(FlaskForm):
 class DiscardForm(FlaskForm):
     """Discard a dead letter with an optional reason."""
 
-    reason = StringField("Reason (optional)", validators=[Optional(), Length(max=500)])
+    reason = StringField("Reason (optional)", validators=[Optional(), Length(max=500), storable_text])
 
 
 class EditForm(FlaskForm):
@@ -37,7 +53,7 @@ class BulkForm(FlaskForm):
     error = HiddenField()
     run = HiddenField()
     confirm = IntegerField("Count", validators=[InputRequired()])
-    reason = StringField("Reason (optional)", validators=[Optional(), Length(max=500)])
+    reason = StringField("Reason (optional)", validators=[Optional(), Length(max=500), storable_text])
 
 
 class WatermarkForm(FlaskForm):

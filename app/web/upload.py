@@ -3,9 +3,9 @@ from flask import Blueprint, current_app, flash, jsonify, redirect, render_templ
 
 from .. import queries
 from ..extensions import db
+from ..formatting import human_bytes
 from ..pipeline import InputError, Options, TooLarge
 from ..runs import current_service
-from ..formatting import human_bytes
 from .forms import UploadForm
 
 bp = Blueprint("upload", __name__)
@@ -34,6 +34,9 @@ def upload():
         service = current_service()
         options = _options(form)
         for f in files:
+            if not queries.storable(f.filename):  # PostgreSQL text cannot hold NUL
+                errors.append("A file name must not contain NUL characters: rename the file and upload it again.")
+                continue
             try:
                 run_ids.append(service.submit(f.stream, f.filename, kind="upload", options=options))
             except TooLarge:
