@@ -97,6 +97,12 @@ def test_white_space_is_never_gathered_in_memory(shape):
     assert peak_while_reading(data) < 6 * MiB  # a chunk, its decoded text and a little more
 
 
+def test_an_error_after_dropped_white_space_still_says_where(conn, write):
+    content = b"\n" * 3 + b" " * (2 * CHUNK + 5) + b'[{"key": "a"} {"key": "b"}]'
+    with pytest.raises(RunFailed, match=f"invalid JSON at line 4, column {2 * CHUNK + 5 + 15}:"):
+        run_file(conn, write("late.json", content))
+
+
 def test_progress_moves_and_a_cancel_stops_the_run_inside_white_space(conn, write):
     data = b"[" + compact(GOOD[0]).encode() + b"," + WS * 12 + compact(GOOD[1]).encode() + b"]"
     path = write("spaces.json", data)
@@ -174,6 +180,9 @@ def test_a_single_record_document_and_a_one_line_array_over_the_limit(conn, writ
     line = run_file(conn, write("line.json", json.dumps([GOOD[0], big_record(10_000, key="x"), GOOD[1]])),
                     settings=SMALL)
     assert (line["input_records"], line["inserted"], line["rejected"]) == (3, 2, 1)
+    # So is a file whose first line is longer than the limit, even when more lines follow.
+    with pytest.raises(RunFailed, match="line 2, column 1: unexpected data after the JSON document"):
+        run_file(conn, write("lines.jsonl", lines_text([big_record(10_000), GOOD[0]])), settings=SMALL)
 
 
 @pytest.mark.parametrize("tail", ['{"key": "x", "blob": "' + "y" * 9000,  # the string never ends

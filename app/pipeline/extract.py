@@ -160,7 +160,10 @@ class Reader:
         return self._detect(head, lines, column)
 
     def _detect(self, head: bytes, lines: int, column: int) -> Iterator[Item]:
-        """JSON Lines: the first non-blank line is a whole JSON value and more non-blank lines follow."""
+        """JSON Lines: the first non-blank line is a whole JSON value and more non-blank lines follow.
+
+        A first line longer than the record limit makes the file a document (a one-line array).
+        """
         end = head.find(b"\n")
         while end < 0 and len(head) <= self.max_record:
             more = self._read()
@@ -168,7 +171,7 @@ class Reader:
                 break  # a single line: a document
             head += more
             end = head.find(b"\n", len(head) - len(more))
-        first = _parse_line(head[:end]) if end >= 0 else MALFORMED
+        first = _parse_line(head[:end]) if 0 <= end <= self.max_record else MALFORMED
         if type(first) is Unreadable:
             self.format = "json"
             return self._document(head, lines, column)
@@ -307,19 +310,20 @@ class Reader:
                 pos = text.more(pos)
                 buf = text.buf
             index += 1
+            start = pos
             try:
-                value, end = scan(buf, pos)
-                raw = None
-                if end - pos > small:
-                    size = _utf8_len(buf, pos, end)
-                    if size > limit:
-                        value, raw = too_large(size, limit), _kept(buf[pos:min(end, pos + KEEP)].encode())
-            except (StopIteration, ValueError, RecursionError):
+                value, pos = scan(buf, pos)
+            except (StopIteration, ValueError, RecursionError):  # deep, not JSON, or not all in the window
                 self.records = index - 1
-                value, end, raw = text.element(pos, index, limit)
+                value, pos, raw = text.element(start, index, limit)
                 buf = text.buf
-            pos = end
-            yield Item(index, None, value, raw)
+                yield Item(index, None, value, raw)
+            else:
+                if pos - start > small and _utf8_len(buf, start, pos) > limit:
+                    yield Item(index, None, too_large(_utf8_len(buf, start, pos), limit),
+                               _kept(buf[start:min(pos, start + KEEP)].encode()))
+                else:
+                    yield Item(index, None, value)
             sep = buf[pos:pos + 1]
             if sep not in (",", "]"):
                 pos = text.skip_ws(pos)
