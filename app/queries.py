@@ -9,12 +9,13 @@ import binascii
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Iterator
 
 from sqlalchemy import and_, false, func, literal_column, or_, select, tuple_
 from sqlalchemy.engine import Connection
 
+from .intake import pending_runs
 from .models import DeadLetter, Lineage, Run, Target, Watermark, WatermarkHistory
 from .pipeline.run import Options
 from .pipeline.watermark import NAME as WATERMARK
@@ -145,6 +146,7 @@ def overview(conn: Connection) -> dict:
                                      .where(DeadLetter.status == "open")).scalar()
     watermark = conn.execute(select(Watermark.value).where(Watermark.name == WATERMARK)).scalar()
     latest_runs = [dict(r._mapping) for r in conn.execute(select(Run).order_by(Run.id.desc()).limit(10))]
+    latest_runs = sorted(latest_runs + pending_runs(conn), key=lambda r: r["id"], reverse=True)[:10]
     return {"target_rows": target_rows, "open_dead_letters": open_dead_letters, "watermark": watermark,
             "latest_runs": latest_runs}
 
@@ -158,7 +160,19 @@ def runs_page(conn: Connection, *, status: str | None = None, cursor: str | None
     page = _page(conn, query, (Run.id,), key_of=lambda r: (r["id"],), limit=_limit(limit),
                  after=_one(decode_cursor(cursor, 1)), before=_one(decode_cursor(before, 1)), descending=True)
     page["status"] = status
+    _add_pending(conn, page, status)
     return page
+
+
+def _add_pending(conn: Connection, page: dict, status: str | None) -> None:
+    """Add the runs waiting in the SQLite intake (not in `runs` yet) that fall within this page."""
+    waiting = [r for r in pending_runs(conn) if status in (None, r["status"])]
+    if waiting:
+        rows = page["rows"]
+        high = rows[0]["id"] if rows and page["prev"] else math.inf
+        low = rows[-1]["id"] if rows and page["next"] else -math.inf
+        page["rows"] = sorted(rows + [r for r in waiting if low < r["id"] < high], key=lambda r: r["id"],
+                              reverse=True)
 
 
 def _one(values):
@@ -174,9 +188,10 @@ def _ints(values: list) -> list[int]:
 def run_detail(conn: Connection, run_id: int) -> dict | None:
     """A run's row with its options, the runs it relates to, and whether its file is still kept."""
     row = conn.execute(select(Run).where(Run.id == run_id)).first()
-    if row is None:
+    waiting = pending_runs(conn, [run_id]) if row is None else []
+    if row is None and not waiting:
         return None
-    run = dict(row._mapping)
+    run = dict(row._mapping) if row is not None else waiting[0]
     run["options_parsed"] = asdict(Options.from_json(run["options"]))
     run["retried_by"] = [r for (r,) in conn.execute(select(Run.id).where(Run.retry_of_id == run_id)
                                                       .order_by(Run.id))]
@@ -191,7 +206,11 @@ def run_status(conn: Connection, run_ids: list[int]) -> list[dict]:
     rows = conn.execute(select(Run.id, Run.status, Run.input_records, Run.inserted, Run.updated, Run.rejected,
                                Run.skipped, Run.error, Run.started_at, Run.finished_at)
                         .where(Run.id.in_(run_ids[:100])))
-    return [dict(r._mapping) for r in rows]
+    found = [dict(r._mapping) for r in rows]
+    missing = sorted(set(run_ids[:100]) - {r["id"] for r in found})
+    columns = ("id", "status", "input_records", "inserted", "updated", "rejected", "skipped", "error",
+               "started_at", "finished_at")
+    return found + [{k: r[k] for k in columns} for r in (pending_runs(conn, missing) if missing else [])]
 
 
 def run_lineage(conn: Connection, run_id: int, *, cursor: str | None = None, limit: int | None = None) -> dict:

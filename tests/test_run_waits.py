@@ -13,7 +13,6 @@ from app.database import write_transaction
 from app.intake import pending_runs
 from app.models import Run
 
-from .conftest import PG_URL
 from .pipeline_helpers import rec
 
 
@@ -149,9 +148,6 @@ def test_housekeeping_keeps_the_file_of_a_run_waiting_in_the_intake(svc, app):
     assert svc.drain() == [retry] and in_runs(svc, retry) == "succeeded"
 
 
-# The pages and the API read runs through app/queries.py, which is to add `pending_runs` (the
-# change is in the issue-8 report of the run service); until then this fails on SQLite, as expected.
-@pytest.mark.xfail(not PG_URL, strict=True, reason="app/queries.py does not add the intake's runs yet")
 def test_a_run_accepted_during_an_apply_is_on_its_page_and_in_the_api_at_once(svc, client):
     with HeldApplyLock(svc.engine):
         thread, outcome = in_a_thread(svc.submit, body(records(1)), "during.json")
