@@ -29,6 +29,7 @@ VARIANTS = ("none", "reporter", "service")
 def child(variant: str, db: Path, path: Path) -> dict:
     """Execute one queued run of `path` on a fresh database at `db`; return its timings."""
     from app import runs
+    from app.runs import executor
     from app.database import make_engine
     from app.pipeline import Settings, create_run, execute_run
     from app.schema import upgrade
@@ -39,7 +40,7 @@ def child(variant: str, db: Path, path: Path) -> dict:
     service = runs.RunService(engine, settings=Settings(), upload_dir=state / "uploads", state_dir=state,
                               max_upload_bytes=None, retention_hours=1)
     callback = {"callback_calls": 0, "callback_seconds": 0.0, "file_writes": 0}
-    original, write = runs.ProgressReporter.__call__, runs.write_json_atomically
+    original, write = runs.ProgressReporter.__call__, executor.write_json_atomically
 
     def timed(self, *args):
         started = time.perf_counter()
@@ -53,7 +54,7 @@ def child(variant: str, db: Path, path: Path) -> dict:
         callback["file_writes"] += 1
         return write(*args)
 
-    runs.ProgressReporter.__call__, runs.write_json_atomically = timed, counted
+    runs.ProgressReporter.__call__, executor.write_json_atomically = timed, counted
     with engine.connect() as conn:
         run_id = create_run(conn, kind="upload", source_name=path.name, source_size=path.stat().st_size,
                             file_path=str(path))
