@@ -59,8 +59,10 @@ def _check_request():
     if request.is_secure and request.method in UNSAFE_METHODS and not request.path.startswith("/api/") \
             and request.referrer:
         try:
-            urlsplit(request.referrer).port  # the port is parsed only when asked for
+            port = urlsplit(request.referrer).port  # the port is parsed only when asked for
         except ValueError:
+            port = -1
+        if port == -1:
             return render_error(400, "Form refused", "The request's Referer header is not a URL. Go back, reload "
                                 "the page and submit again.")
     return None
