@@ -1,39 +1,90 @@
 """Property-based fuzzing of the whole JSON API from its own OpenAPI document (schemathesis).
 
-Every operation of the document gets generated requests that fit it (positive) and requests that
-break it (negative); no answer may be a server error, and every answer must match the document:
-status code, content type, headers and body schema; invalid requests must be refused with a 4xx.
-(schemathesis' lazy pytest fixture loader does not work with pytest 9, so the strategies of its
-Python API are driven by Hypothesis directly.)
+Every operation gets generated requests that fit the document (positive) and requests that break it
+(negative), then the operations are chained by the document's OpenAPI links (stateful). No answer may
+be a server error, and every answer must match the document: status code, content type, headers and
+body schema; a request that breaks the document must be refused with a 4xx, and one that fits it must
+not be refused as malformed (400, 413, 415).
+
+Three refusals of well-formed requests are part of the contract, and the document says so: a cursor
+that fits its pattern but was not written by this API (400 `bad_cursor`: a cursor is opaque), 422
+where the document lists it (a watermark in the future, edited JSON text that is not JSON), and an
+upload whose bytes do not start like JSON, JSON Lines or gzip (415 `not_json`): no schema can say those.
 """
+import time
+from collections import Counter
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance, use_after_free
 
-from .conftest import SAMPLE_INPUT
+from .conftest import PG_URL, SAMPLE_INPUT, TABLES
 
 pytestmark = pytest.mark.slow
-MAX_EXAMPLES = 50  # per operation and pass: about 1.5 minutes for the whole API
-# A cursor is opaque: any string fits its schema, but only one this API wrote is valid (400 otherwise).
-EXCLUDED = [schemathesis.checks.positive_data_acceptance]
+MAX_EXAMPLES = 200  # per operation, positive and negative
+EXISTING_EXAMPLES = 100  # per operation, aimed at the sample's rows
+STATEFUL_SCENARIOS = 200
+HYPOTHESIS = {"deadline": None, "database": None, "suppress_health_check": list(HealthCheck)}
 
 
-@pytest.fixture
-def api_schema(app):
-    """The API's document, served by the app under test, with some data to find (runs, dead letters)."""
+def valid_requests_are_accepted(ctx, response, case):
+    """schemathesis' positive_data_acceptance, less the semantic refusals the module docstring names."""
+    code = response.json()["error"]["code"] if response.status_code in (400, 415) else None
+    if code == "bad_cursor" and (case.query or {}).get("cursor") is not None:
+        return None
+    if code == "not_json" or response.status_code == 422 and "422" in case.operation.definition.raw["responses"]:
+        return None
+    return positive_data_acceptance(ctx, response, case)
+
+
+# DELETE /api/watermarks/{name} resets the watermark (its value becomes null, as the document says):
+# the resource stays, so a GET after it answers 200 and is no use after free.
+EXCLUDED = [positive_data_acceptance, use_after_free]
+ADDITIONAL = [valid_requests_are_accepted]
+
+
+def sample_data(app) -> None:
+    """Empty the database (ids from 1 again), then load the sample: runs, target rows, dead letters to find."""
+    from app.extensions import db
+
+    with app.app_context(), db.engine.begin() as conn:
+        for table in TABLES:
+            conn.exec_driver_sql(f"DELETE FROM {table}")
+        if PG_URL:  # SQLite's rowids restart by themselves in empty tables
+            for table in set(TABLES) - {"target", "watermarks"}:
+                conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), 1, false)")
     svc = app.extensions["sluice_runs"]
     with open(SAMPLE_INPUT, "rb") as f:
         svc.submit(f, "sample.json", kind="api", options=None)
     svc.drain()
+
+
+@pytest.fixture
+def api_schema(app):
+    """The API's document, served by the app under test, with the sample loaded."""
+    sample_data(app)
     return schemathesis.openapi.from_wsgi("/api/openapi.json", app)
 
 
-def _operations(schema):
-    return [result.ok() for result in schema.get_all_operations()]
+def test_the_document_is_strict(api_schema):
+    doc = api_schema.raw_schema
+    assert doc["openapi"] == "3.1.0"
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert "default" not in op["responses"], f"{method} {path}"
+            assert all(status.isdigit() for status in op["responses"])
+    links = {op["operationId"]: set(response.get("links", {}))
+             for ops in doc["paths"].values() for op in ops.values() for response in op["responses"].values()
+             if response.get("links")}
+    assert {"get_run", "cancel_run", "retry_run"} <= links["create_run"]
+    assert {"get_dead_letter", "discard_dead_letter", "reopen_dead_letter", "reprocess_dead_letter"} \
+        <= links["list_dead_letters"]
+    assert "get_watermark" in links["set_watermark"] and "get_watermark" in links["reset_watermark"]
 
 
-# Random ids rarely name a stored row: a third pass aims at the sample's run, dead letter and key,
+# Random ids rarely name a stored row: the third pass aims at the sample's run, dead letter and key,
 # so generated edits go through a real reprocess and generated queries through real rows.
 EXISTING = {"run_id": 1, "dl_id": 2, "key": "evt-001", "name": "events_ts"}
 
@@ -42,19 +93,43 @@ EXISTING = {"run_id": 1, "dl_id": 2, "key": "evt-001", "name": "events_ts"}
                                           (GenerationMode.POSITIVE, EXISTING)],
                          ids=["positive", "negative", "existing"])
 def test_api_answers_every_request_as_documented(api_schema, mode, pinned):
-    operations = _operations(api_schema)
+    operations = [result.ok() for result in api_schema.get_all_operations()]
     paths = api_schema.raw_schema["paths"]
-    documented = {f"{method.upper()} {path}" for path, ops in paths.items() for method in ops}
-    # schemathesis leaves out the operation that serves the document itself
-    assert {op.label for op in operations} == documented - {"GET /api/openapi.json"}
+    assert {op.label for op in operations} == {f"{m.upper()} {p}" for p, ops in paths.items() for m in ops}
+    started = time.monotonic()
     for operation in operations:
         path_parameters = {p.name: pinned[p.name] for p in operation.path_parameters} if pinned else None
 
         @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters))
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(max_examples=EXISTING_EXAMPLES if pinned else MAX_EXAMPLES, **HYPOTHESIS)
         def answers_as_documented(case):
-            response = case.call_and_validate(excluded_checks=EXCLUDED)
+            response = case.call_and_validate(excluded_checks=EXCLUDED, additional_checks=ADDITIONAL)
             assert response.status_code < 500
 
         answers_as_documented()
+    print(f"{mode.name.lower()}{' (existing)' if pinned else ''}: {len(operations)} operations × "
+          f"{EXISTING_EXAMPLES if pinned else MAX_EXAMPLES} examples in {time.monotonic() - started:.1f} s")
+
+
+def test_api_chains_operations_by_their_links(api_schema, app):
+    succeeded = Counter()
+
+    class Links(api_schema.as_state_machine()):
+        def setup(self):
+            # Every scenario starts from the same data, so that Hypothesis can replay and shrink one.
+            sample_data(app)
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            case.validate_response(response, excluded_checks=EXCLUDED, additional_checks=ADDITIONAL)
+            assert response.status_code < 500
+            if response.status_code < 300:
+                succeeded[case.operation.definition.raw["operationId"]] += 1
+
+    started = time.monotonic()
+    # Derandomized: the same scenarios every run, so that the coverage asserted below is no matter of luck.
+    Links.run(settings=settings(max_examples=STATEFUL_SCENARIOS, stateful_step_count=8, derandomize=True,
+                                **HYPOTHESIS))
+    print(f"stateful: {STATEFUL_SCENARIOS} scenarios in {time.monotonic() - started:.1f} s; 2xx: {succeeded}")
+    # The links lead somewhere: ids taken from answers name real runs, dead letters and watermarks.
+    assert {"get_run", "cancel_run", "get_dead_letter", "discard_dead_letter", "get_watermark",
+            "reset_watermark"} <= set(succeeded)

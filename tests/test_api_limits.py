@@ -107,12 +107,17 @@ def test_an_export_whose_filter_overflows_is_400_before_streaming(client, loaded
     assert_error(response, 400, "bad_parameter")
 
 
-@pytest.mark.parametrize("body", [{"confirm": 2.0}, {"confirm": True}, {"confirm": "2"},
-                                  {"confirm": 2, "filter": {"run": 1.0}},
+@pytest.mark.parametrize("body", [{"confirm": 2.5}, {"confirm": True}, {"confirm": "2"},
+                                  {"confirm": 2, "filter": {"run": 1.5}}, {"confirm": 1e300},
                                   {"confirm": 2, "filter": {"run": 2 ** 63}}])
 def test_integers_in_bodies_are_json_integers(client, loaded, body):
     assert_error(client.post("/api/dead-letters/discard", json=body), 400, "bad_request")
     assert len(client.get("/api/dead-letters?status=open").get_json()["items"]) == 2
+
+
+def test_a_json_number_without_fraction_is_an_integer_as_json_schema_says(client, loaded):
+    response = client.post("/api/dead-letters/discard", json={"confirm": 2.0, "filter": {"run": 1.0}})
+    assert response.get_json() == {"count": 2, "run": None}
 
 
 def test_the_dead_letter_pages_take_unicode_digits_and_huge_runs_as_no_filter(client, loaded):

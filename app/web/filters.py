@@ -13,14 +13,17 @@ from .. import queries
 
 MAX_ID = 2 ** 63 - 1
 # No NUL (no key or name holds one, PostgreSQL text cannot) and no lone surrogate (not UTF-8).
-TEXT_PATTERN = "^[^\\u0000\\uD800-\\uDFFF]*$"
+# The document says no NUL; lone surrogates (`"\ud800"` in JSON) are refused too, but a pattern naming
+# them breaks the regex engines of OpenAPI tools (they are not UTF-8).
+TEXT_PATTERN = "^[^\x00]*$"
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 _INT = re.compile(r"[+-]?[0-9]{1,19}", re.ASCII)
 _NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?", re.ASCII)
 
 
 class Int(fields.Integer):
-    """An integer: a JSON integer (never a boolean or 1.0), or in a query string ASCII digits only."""
+    """An integer: in JSON a number without fraction (`2.0` is 2, as JSON Schema says; never a boolean),
+    in a query string ASCII digits only (`2.0`, `٣` and `²` are refused)."""
 
     def __init__(self, *, text: bool = False, **kwargs):
         super().__init__(strict=True, **kwargs)
@@ -30,6 +33,8 @@ class Int(fields.Integer):
         if self.text and isinstance(value, str):
             if not _INT.fullmatch(value):
                 raise self.make_error("invalid")
+            value = int(value)
+        elif isinstance(value, float) and value.is_integer():
             value = int(value)
         elif isinstance(value, bool) or not isinstance(value, int):
             raise self.make_error("invalid")

@@ -45,13 +45,15 @@ def _accepted(run_id: int, svc, *, location: bool):
 
 
 LOCATION = {"Location": {"description": "The run's URL.", "schema": {"type": "string"}}}
-UPLOAD_BODY = {"required": False, "description": "The file: a multipart field `file`, or the raw body.",
-               "content": {
-                   "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-                       "file": {"type": "string", "format": "binary"}}}},
-                   "application/json": {},
-                   **{t: {"schema": {"type": "string", "format": "binary"}}
-                      for t in schemas.RAW_UPLOAD_TYPES if t != "application/json"}}}
+# The file's bytes are read by its run, not by this request: a malformed file is accepted and its run fails
+# saying where. The request only sniffs the first bytes (415 `not_json` when they cannot start JSON,
+# JSON Lines or gzip), so every media type's body is documented as bytes.
+BINARY = {"type": "string", "format": "binary"}
+UPLOAD_BODY = {"required": True, "description": "The file (JSON, JSON Lines, or gzip of either): a multipart "
+                                                 "field `file`, or the raw body with one of these media types.",
+               "content": {"multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                                              "properties": {"file": BINARY}}},
+                           **{t: {"schema": BINARY} for t in schemas.RAW_UPLOAD_TYPES}}}
 
 
 @bp.post("/runs")

@@ -42,9 +42,8 @@ class PageQuery(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    cursor = fields.String(validate=validate.Length(max=4096),
-                           metadata={"pattern": CURSOR_PATTERN,
-                                     "description": "The `next` cursor of the previous page (opaque)."})
+    cursor = fields.String(validate=[validate.Length(max=4096), validate.Regexp(CURSOR_PATTERN)],
+                           metadata={"description": "The `next` cursor of the previous page (opaque)."})
     limit = Int(text=True, load_default=queries.PAGE, validate=validate.Range(1, queries.MAX_PAGE),
                 metadata={"description": "How many items per page."})
 
@@ -136,7 +135,7 @@ class BulkFilter(Schema):
 class BulkBody(Schema):
     filter = fields.Nested(BulkFilter, allow_none=True,
                            metadata={"description": "Which open dead letters: all of them when empty."})
-    confirm = Int(required=True, validate=validate.Range(0, None),
+    confirm = Int(required=True, validate=validate.Range(0, MAX_ID),
                   metadata={"description": "The count you were shown; 409 when it changed."})
 
 
