@@ -75,6 +75,10 @@ def test_the_document_is_strict(api_schema):
         for method, op in ops.items():
             assert "default" not in op["responses"], f"{method} {path}"
             assert all(status.isdigit() for status in op["responses"])
+            for status, response in op["responses"].items():  # every answer has its schema
+                response = doc["components"]["responses"][response["$ref"].rpartition("/")[2]] \
+                    if "$ref" in response else response
+                assert all("schema" in media for media in response["content"].values()), f"{method} {path} {status}"
     links = {op["operationId"]: set(response.get("links", {}))
              for ops in doc["paths"].values() for op in ops.values() for response in op["responses"].values()
              if response.get("links")}

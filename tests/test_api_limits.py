@@ -157,3 +157,9 @@ def test_pages_and_api_trim_a_key_or_name_prefix_alike(client, app):
     assert len(client.get("/api/target?key=%20%20").get_json()["items"]) == 3  # a blank prefix is no filter
     page = client.get("/target?key=%20k1%20").get_data(as_text=True)
     assert "k10" in page and "x1" not in page
+
+
+def test_a_json_body_of_white_space_is_not_json(client, loaded):
+    url = f"/api/dead-letters/{open_dead_letter(client, 'missing_key')['id']}/reprocess"
+    assert_error(client.post(url, data="\n ", content_type="application/json"), 400, "bad_json")
+    assert client.get(url.rpartition("/")[0]).get_json()["attempts"] == 0

@@ -58,15 +58,14 @@ class Parser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
 
     def load_json(self, req, schema):
-        """The JSON object body; `missing` when there is none; 415 for another type, before any read."""
+        """The JSON object body; `missing` when there is none (no bytes at all); 415 for another type, before
+        any read; 400 for bytes that are not a JSON object (white space included)."""
         if not req.content_length and "chunked" not in req.headers.get("Transfer-Encoding", "").lower():
             return core.missing
         if req.mimetype not in JSON_TYPES:
             raise ApiError(415, "unsupported_media_type",
                            "send the body as JSON with Content-Type: application/json")
         data = req.get_data(cache=True)  # bounded by the request limit (MAX_CONTENT_LENGTH): 413 beyond
-        if not data.strip():
-            return core.missing
         try:
             body = json.loads(data, parse_constant=_no_constant)
         except RecursionError:

@@ -55,7 +55,7 @@ def _reprocess(ids: list[int], edited=None) -> dict:
 @bp.get("/dead-letters")
 @bp.arguments(schemas.DeadLetterQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.DeadLetterPage, description="A page of dead letters, or the streamed export.")
-@bp.doc(responses={"200": {"content": EXPORT, "links": DEAD_LETTER_PAGE_LINKS}})
+@bp.doc(responses={200: {"content": EXPORT, "links": DEAD_LETTER_PAGE_LINKS}})
 @errors(503)
 def list_dead_letters(view, limit, cursor=None, format=None):
     """Dead letters newest first, filtered by error, status and run; counts per error; or streamed."""
@@ -75,7 +75,7 @@ def list_dead_letters(view, limit, cursor=None, format=None):
 
 @bp.route("/dead-letters/<int:dl_id>", methods=["GET"], parameters=ID)
 @bp.response(200, schemas.DeadLetterDetail, description="The dead letter.")
-@bp.doc(responses={"200": {"links": DEAD_LETTER_LINKS}})
+@bp.doc(responses={200: {"links": DEAD_LETTER_LINKS}})
 @errors(404, 503)
 def get_dead_letter(dl_id: int):
     """One dead letter with its raw record, its last attempt and its history."""
@@ -103,7 +103,7 @@ def _edited(raw):
 @bp.route("/dead-letters/<int:dl_id>/reprocess", methods=["POST"], parameters=ID)
 @bp.arguments(schemas.ReprocessBody, required=False, as_kwargs=True)
 @bp.response(200, schemas.ReprocessResult, description="The reprocess run's summary and the dead letter.")
-@bp.doc(responses={"200": {"links": REPROCESS_LINKS}})
+@bp.doc(responses={200: {"links": REPROCESS_LINKS}})
 @errors(403, 404, 409, 413, 415, 422, 503)
 def reprocess_dead_letter(dl_id: int, raw=None):
     """Retry one open dead letter, unchanged or with an edited record (`raw`), as a run of its own."""
@@ -115,7 +115,7 @@ def reprocess_dead_letter(dl_id: int, raw=None):
 @bp.route("/dead-letters/<int:dl_id>/discard", methods=["POST"], parameters=ID)
 @bp.arguments(schemas.DiscardBody, required=False, as_kwargs=True)
 @bp.response(200, schemas.DeadLetterDetail, description="The dead letter, discarded.")
-@bp.doc(responses={"200": {"links": DEAD_LETTER_LINKS}})
+@bp.doc(responses={200: {"links": DEAD_LETTER_LINKS}})
 @errors(403, 404, 409, 413, 415, 503)
 def discard_dead_letter(dl_id: int, reason=None):
     """Discard one open dead letter, with an optional reason (at most 500 characters)."""
@@ -130,7 +130,7 @@ def discard_dead_letter(dl_id: int, reason=None):
 
 @bp.route("/dead-letters/<int:dl_id>/reopen", methods=["POST"], parameters=ID)
 @bp.response(200, schemas.DeadLetterDetail, description="The dead letter, open again.")
-@bp.doc(responses={"200": {"links": DEAD_LETTER_LINKS}})
+@bp.doc(responses={200: {"links": DEAD_LETTER_LINKS}})
 @errors(403, 404, 409, 503)
 def reopen_dead_letter(dl_id: int):
     """Reopen one discarded dead letter."""

@@ -59,7 +59,7 @@ UPLOAD_BODY = {"required": True, "description": "The file (JSON, JSON Lines, or 
 @bp.post("/runs")
 @bp.arguments(schemas.UploadQuery, location="query", as_kwargs=True)
 @bp.response(202, schemas.Run, description="The queued run.", headers=LOCATION)
-@bp.doc(requestBody=UPLOAD_BODY, responses={"202": {"links": RUN_LINKS}})
+@bp.doc(requestBody=UPLOAD_BODY, responses={202: {"links": RUN_LINKS}})
 @errors(403, 413, 415, 503)
 def create_run(ignore_watermark, dry_run, max_reject_rate=None, filename=None):
     """Upload a file: queue a run (multipart field `file`, or the raw body with its media type)."""
@@ -91,7 +91,7 @@ def create_run(ignore_watermark, dry_run, max_reject_rate=None, filename=None):
 @bp.get("/runs")
 @bp.arguments(schemas.RunsQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.RunPage, description="A page of runs.")
-@bp.doc(responses={"200": {"links": RUN_PAGE_LINKS}})
+@bp.doc(responses={200: {"links": RUN_PAGE_LINKS}})
 @errors(503)
 def list_runs(view, limit, cursor=None):
     """The run history, newest first, one keyset page at a time."""
@@ -125,7 +125,7 @@ def cancel_run(run_id: int):
 
 @bp.post("/runs/<int:run_id>/retry")
 @bp.response(202, schemas.Run, description="The new run.", headers=LOCATION)
-@bp.doc(responses={"202": {"links": RUN_LINKS}})
+@bp.doc(responses={202: {"links": RUN_LINKS}})
 @errors(403, 404, 409, 503)
 def retry_run(run_id: int):
     """Retry a failed or cancelled run from its kept file: a new queued run, 202 with its Location."""

@@ -16,7 +16,7 @@ EXPORT = {"application/json": {"schema": {"anyOf": [
 @bp.get("/target")
 @bp.arguments(schemas.TargetQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.TargetPage, description="A page of rows, or with `format` the whole view streamed.")
-@bp.doc(responses={"200": {"content": EXPORT, "links": TARGET_LINKS}})
+@bp.doc(responses={200: {"content": EXPORT, "links": TARGET_LINKS}})
 @errors(503)
 def list_target(view, limit, cursor=None, format=None):
     """The target table: key and name prefix search, sort, keyset pages; or the whole view streamed."""

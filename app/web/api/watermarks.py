@@ -12,7 +12,7 @@ from .links import WATERMARK_LINKS
 NAMES = (wm.NAME,)
 NAME = [{"in": "path", "name": "name", "required": True, "description": "The watermark's name.",
          "schema": {"type": "string", "enum": list(NAMES)}}]
-LINKS = {"200": {"links": WATERMARK_LINKS}}
+LINKS = {200: {"links": WATERMARK_LINKS}}
 
 
 @bp.url_value_preprocessor
