@@ -5,6 +5,7 @@ import json
 import os
 import re
 import threading
+from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
@@ -133,7 +134,7 @@ def test_export_the_target_as_csv(server, page, engine, tmp_path):
     with page.expect_download() as info:
         page.get_by_role("link", name="CSV").click()
     download = info.value
-    rows = list(csv.reader(io.StringIO(open(download.path(), encoding="utf-8").read())))
+    rows = list(csv.reader(io.StringIO(Path(download.path()).read_text(encoding="utf-8"))))
     assert download.suggested_filename == "sluice-target.csv"
     assert rows[0][:3] == ["key", "name", "value"]
     assert [r[0] for r in rows[1:]] == [f"key-{i:04d}" for i in range(10)]

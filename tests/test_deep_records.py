@@ -86,3 +86,21 @@ def test_json_text_round_trips_at_any_depth_with_the_raw_rules():
         jsontext.loads(nested(5_000, "NaN"))
     with pytest.raises(ValueError, match="Expecting ',' delimiter"):
         jsontext.loads(nested(5_000)[:-1])
+
+
+def test_pages_and_api_show_and_retry_a_deep_dead_letter(client, app, tmp_path):
+    from app.extensions import db
+    from app.runs import current_service
+
+    path = tmp_path / "deep.json"
+    path.write_text("[" + record_text("deep-name", "name", 10_000) + "]")
+    with app.app_context():
+        current_service().run_file(path)
+        (dl_id,) = (r.id for r in db.session.execute(db.text("SELECT id FROM dead_letters")))
+    assert client.get(f"/dead-letters/{dl_id}").status_code == 200  # too deep to indent: shown as it is
+    assert client.get(f"/api/dead-letters/{dl_id}").status_code == 200
+    # The edited record as an object in the JSON body, nested 10,000 levels inside a field the shape ignores.
+    body = '{"raw": ' + record_text("deep-name", "extra", 10_000) + "}"
+    response = client.post(f"/api/dead-letters/{dl_id}/reprocess", data=body, content_type="application/json")
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["dead_letter"]["status"] == "resolved"

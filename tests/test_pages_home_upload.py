@@ -1,7 +1,6 @@
 """The home page, uploads, CSRF refusal and the error pages, through the Flask test client."""
 import io
 
-
 from .conftest import SAMPLE_INPUT
 from .test_pages_helpers import text, token, upload
 

@@ -132,8 +132,8 @@ def test_every_change_is_listed_in_an_updated_detail(conn, write):
     )
     assert detail == [
         (
-            "name: 'before' → 'after'; value: -1.5 → 1e+20; "
-            "ts: 2025-01-15T12:00:00 → 2025-01-16T07:30:00.250000",
+            ("name: 'before' → 'after'; value: -1.5 → 1e+20; "
+            "ts: 2025-01-15T12:00:00 → 2025-01-16T07:30:00.250000"),
         )
     ]
 

@@ -5,12 +5,25 @@ decides where its transactions begin and end, so that only the final apply holds
 """
 from .dead_letters import DeadLetterError, discard, parse_edit, reopen, reprocess
 from .extract import InputError, TooLarge, sniff
-from .run import (Options, RunCancelled, RunFailed, Settings, create_run, execute_run, run_file,
-                  summary_of)
+from .run import Options, RunCancelled, RunFailed, Settings, create_run, execute_run, run_file, summary_of
 from .watermark import WatermarkError
 
 __all__ = [
-    "DeadLetterError", "discard", "parse_edit", "reopen", "reprocess", "InputError", "TooLarge", "sniff",
-    "Options", "RunCancelled", "RunFailed", "Settings", "create_run", "execute_run", "run_file", "summary_of",
-    "WatermarkError",
+                  "DeadLetterError",
+                  "InputError",
+                  "Options",
+                  "RunCancelled",
+                  "RunFailed",
+                  "Settings",
+                  "TooLarge",
+                  "WatermarkError",
+                  "create_run",
+                  "discard",
+                  "execute_run",
+                  "parse_edit",
+                  "reopen",
+                  "reprocess",
+                  "run_file",
+                  "sniff",
+                  "summary_of",
 ]

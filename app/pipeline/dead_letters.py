@@ -149,4 +149,4 @@ def reopen(conn: Connection, ids: list[int], *, actor: str | None = None) -> int
                           actor=actor, reason=None, then=_merge_same_records)
 
 
-__all__ = ["DeadLetterError", "parse_edit", "reprocess", "discard", "reopen"]
+__all__ = ["DeadLetterError", "discard", "parse_edit", "reopen", "reprocess"]

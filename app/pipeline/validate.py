@@ -1,7 +1,7 @@
 """The record rules of SPEC §1: missing or invalid fields, the `value` and `ts` grammars, canonical UTC text."""
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 MAX_KEY = 256
 MAX_NAME = 1024
@@ -65,7 +65,7 @@ def parse_ts(text: str) -> str | None:
 
 def utc_now() -> datetime:
     """Now, as a naive UTC datetime."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def now_text() -> str:

@@ -4,7 +4,7 @@ from sqlalchemy.engine import Connection
 
 from ..database import write_transaction
 from ..models import Target, Watermark, WatermarkHistory
-from .validate import now_text, parse_ts, utc_now, canonical
+from .validate import canonical, now_text, parse_ts, utc_now
 
 NAME = "events_ts"
 

@@ -5,7 +5,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 
 from .. import queries
 from ..extensions import db
-from ..pipeline import DeadLetterError, RunFailed, discard, parse_edit, reopen
+from ..pipeline import DeadLetterError, RunFailed, discard, jsontext, parse_edit, reopen
 from ..runs import current_service
 from .filters import DeadLetterView, lenient
 from .forms import ActionForm, BulkForm, DiscardForm, EditForm
@@ -54,8 +54,8 @@ def pretty(text: str | None) -> str:
     if text is None:
         return ""
     try:
-        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-    except ValueError:
+        return json.dumps(jsontext.loads(text), indent=2, ensure_ascii=False)
+    except (ValueError, RecursionError):  # not JSON, or too deep to indent: shown as it is
         return text
 
 

@@ -5,7 +5,6 @@ JSON body with a schema of `schemas.py` (webargs), `@bp.response` names the answ
 error statuses it may answer.
 """
 import http
-import json
 
 from flask_smorest import Blueprint
 from marshmallow import ValidationError
@@ -14,6 +13,7 @@ from webargs.flaskparser import FlaskParser
 
 from ... import queries
 from ...extensions import csrf, db
+from ...pipeline import jsontext
 
 JSON_TYPES = ("application/json", "application/merge-patch+json")
 MAX_ECHO = 200  # characters of a client's input an error message may repeat
@@ -31,10 +31,6 @@ def clip(value, limit: int = MAX_ECHO) -> str:
     """The repr of a client's value, cut to `limit` characters, for an error message."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _no_constant(name):
-    raise ValueError(f"{name} is not JSON")
 
 
 def _flatten(messages, prefix: str = ""):
@@ -67,10 +63,7 @@ class Parser(FlaskParser):
                            "send the body as JSON with Content-Type: application/json")
         data = req.get_data(cache=True)  # bounded by the request limit (MAX_CONTENT_LENGTH): 413 beyond
         try:
-            body = json.loads(data, parse_constant=_no_constant)
-        except RecursionError:
-            raise ApiError(400, "bad_json", "the body is nested too deeply; send a deep record as "
-                                            "JSON text in `raw`") from None
+            body = jsontext.loads(data.decode("utf-8"))  # any depth: a deep record is a record like any other
         except ValueError as exc:
             raise ApiError(400, "bad_json", f"the body is not valid JSON: {str(exc)[:MAX_ECHO]}") from None
         if not isinstance(body, dict):

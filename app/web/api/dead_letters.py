@@ -1,11 +1,10 @@
 """Dead letters over the API: list, export, one, reprocess (as is or edited), discard, reopen, bulk."""
-import json
 
 from flask import current_app, jsonify, url_for
 
 from ... import queries
 from ...extensions import db
-from ...pipeline import DeadLetterError, RunFailed, parse_edit
+from ...pipeline import DeadLetterError, RunFailed, jsontext, parse_edit
 from ...pipeline import dead_letters as actions
 from ...runs import current_service
 from ..target import export_response
@@ -88,7 +87,7 @@ def _edited(raw):
         return None
     limit = current_app.config["SLUICE_MAX_RECORD_BYTES"]
     size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else \
-        len(json.dumps(raw, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        len(jsontext.dumps(raw).encode("utf-8", "surrogatepass"))
     if size > limit:
         raise ApiError(413, "record_too_large",
                        f"the edited record is {size:,} bytes as JSON, more than the record limit of {limit:,}")
