@@ -6,7 +6,7 @@ from ..database import write_transaction
 from ..models import DeadLetter, Lineage
 from .extract import MALFORMED, Item, Unreadable
 from .jsontext import loads
-from .run import Options, Settings, create_run, execute_run
+from .run import Options, Settings, Supervisor, create_run, execute_run
 from .validate import now_text
 
 _CHUNK = 500
@@ -51,7 +51,7 @@ def _record_of(row) -> tuple[object, str | None]:
 
 
 def reprocess(conn: Connection, ids: list[int], *, edited=None, settings: Settings | None = None,
-              worker: str | None = None) -> dict:
+              worker: str | None = None, supervise: Supervisor | None = None) -> dict:
     """Retry open dead letters as one run of kind `reprocess`; `edited` replaces the record of a single one.
 
     The run ignores the watermark and keeps the stale rule. Returns the run's summary.
@@ -77,7 +77,7 @@ def reprocess(conn: Connection, ids: list[int], *, edited=None, settings: Settin
     run_id = create_run(conn, kind="reprocess", options=Options(ignore_watermark=True),
                         source_name=f"dead letter {ids[0]}" if len(ids) == 1 else f"{len(ids)} dead letters",
                         dead_letter_id=ids[0] if len(ids) == 1 else None, worker=worker)
-    return execute_run(conn, run_id, lambda: iter(items), settings=settings, dl_ids=dl_ids)
+    return execute_run(conn, run_id, lambda: iter(items), settings=settings, dl_ids=dl_ids, supervise=supervise)
 
 
 def _change_status(conn: Connection, ids: list[int], *, frm: str, to: str, step: str, detail: str,

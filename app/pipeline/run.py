@@ -4,7 +4,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -80,20 +79,10 @@ class _Lost(Exception):
 
 
 Progress = Callable[[str, int, int], None]
-# Who executes a run whose caller gives no progress callback (`cli`, `reprocess`): the run service
-# sets one, so that those runs get the same progress reporter and cancel watcher as queued runs.
+# Who executes a run once it is recorded: `supervise(run_id, execute)` calls `execute(progress)`. The
+# run service passes one for `cli` and `reprocess` runs, so that they get the same progress reporter
+# and cancel watcher as queued runs.
 Supervisor = Callable[[int, Callable[[Progress], dict]], dict]
-_supervisor: ContextVar[Supervisor | None] = ContextVar("sluice_run_supervisor", default=None)
-
-
-@contextlib.contextmanager
-def supervised(supervisor: Supervisor):
-    """Within the block, `execute_run` without `progress` runs as `supervisor(run_id, execute)`."""
-    token = _supervisor.set(supervisor)
-    try:
-        yield
-    finally:
-        _supervisor.reset(token)
 
 
 def create_run(conn: Connection, *, kind: str, options: Options | None = None, source_name: str | None = None,
@@ -134,20 +123,15 @@ def _owned(run) -> tuple:
 
 def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item]] | None = None, *,
                 settings: Settings | None = None, progress: Progress | None = None,
-                dl_ids: dict | None = None) -> dict:
+                dl_ids: dict | None = None, supervise: Supervisor | None = None) -> dict:
     """Execute a queued run from its stored file (or `items`); return its summary or raise RunFailed.
 
     The input is read and staged without the database's write lock; only the final apply holds it.
     A failure of any kind leaves target, lineage, dead letters and watermark as they were.
     """
-    supervisor = _supervisor.get()
-    if progress is None and supervisor is not None:
-        token = _supervisor.set(None)
-        try:
-            return supervisor(run_id, lambda reporter: execute_run(conn, run_id, items, settings=settings,
-                                                                   progress=reporter, dl_ids=dl_ids))
-        finally:
-            _supervisor.reset(token)
+    if supervise is not None:
+        return supervise(run_id, lambda reporter: execute_run(conn, run_id, items, settings=settings,
+                                                              progress=reporter, dl_ids=dl_ids))
     settings = settings or Settings()
     run = read_run(conn, run_id)
     options = Options.from_json(run.options)
@@ -363,7 +347,8 @@ def summary_of(run) -> dict:
 
 
 def run_file(conn: Connection, path: str | Path, *, kind: str = "cli", options: Options | None = None,
-             settings: Settings | None = None, progress: Progress | None = None, worker: str | None = None) -> dict:
+             settings: Settings | None = None, progress: Progress | None = None, worker: str | None = None,
+             supervise: Supervisor | None = None) -> dict:
     """Create a run for a file and execute it at once; return its summary or raise RunFailed.
 
     `worker` names the executing process (see `app.runs`), so that its death is noticed.
@@ -377,7 +362,7 @@ def run_file(conn: Connection, path: str | Path, *, kind: str = "cli", options: 
             digest.update(block)
     run_id = create_run(conn, kind=kind, options=options, source_name=path.name, source_size=path.stat().st_size,
                         source_sha256=digest.hexdigest(), file_path=str(path.resolve()), worker=worker)
-    return execute_run(conn, run_id, settings=settings, progress=progress)
+    return execute_run(conn, run_id, settings=settings, progress=progress, supervise=supervise)
 
 
 __all__ = [

@@ -18,7 +18,6 @@ from ..config import pipeline_settings
 from ..models import Run
 from ..pipeline import Options, RunFailed, Settings, execute_run, run_file
 from ..pipeline import reprocess as reprocess_dead_letters
-from ..pipeline.run import supervised
 from .errors import RunStateError
 from .executor import PROGRESS_INTERVAL, Body, Execution, Executor, ThreadExecutor
 from .housekeeping import housekeep
@@ -94,18 +93,18 @@ class RunService:
 
     def run_file(self, path: str | Path, *, options: Options | None = None) -> dict:
         """Execute a `cli` run of a local file now, claimed by this process; return its summary or raise RunFailed."""
-        with self.engine.connect() as conn, supervised(self._supervise):
+        with self.engine.connect() as conn:
             return run_file(conn, path, kind="cli", options=options, settings=self.settings,
-                            worker=self.worker_id())
+                            worker=self.worker_id(), supervise=self._supervise)
 
     def reprocess(self, ids: list[int], *, edited=None) -> dict:
         """Retry open dead letters now as one `reprocess` run of this process; return its summary.
 
         Raises DeadLetterError when the selection cannot be retried, RunFailed when the run failed.
         """
-        with self.engine.connect() as conn, supervised(self._supervise):
+        with self.engine.connect() as conn:
             return reprocess_dead_letters(conn, ids, edited=edited, settings=self.settings,
-                                          worker=self.worker_id())
+                                          worker=self.worker_id(), supervise=self._supervise)
 
     @staticmethod
     def file_available(run) -> bool:
