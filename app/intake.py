@@ -81,7 +81,10 @@ class Intake:
         self.path, self.main = path, main
         # No pool: a process touches its intake briefly, and keeps no file open for it in between.
         self.engine = make_engine(f"sqlite:///{path}", poolclass=NullPool)
-        _meta.create_all(self.engine)
+        # Under the write lock from the start: processes starting together (gunicorn workers) would
+        # otherwise each read "no table" and then fail to upgrade their read to a write ("locked").
+        with self.engine.connect() as conn, write_transaction(conn):
+            _meta.create_all(conn)
 
     def next_id(self, conn: Connection) -> int:
         """Hand out the next run id (inside a write transaction of the intake)."""

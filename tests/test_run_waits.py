@@ -161,3 +161,22 @@ def test_a_run_accepted_during_an_apply_is_on_its_page_and_in_the_api_at_once(sv
         assert b"during.json" in client.get("/runs").data and b"during.json" in client.get("/").data
         assert '"queued"' in client.get(f"/runs/status.json?ids={run_id}").get_data(as_text=True)
     assert svc.drain() == [run_id]
+
+
+def _open_intake(path: str) -> str:
+    from app.database import make_engine
+    from app.intake import intake_for
+
+    intake_for(make_engine(f"sqlite:///{path}"))
+    return "ok"
+
+
+@pytest.mark.slow
+def test_processes_starting_together_all_open_the_intake(tmp_path):
+    import multiprocessing
+
+    # gunicorn's workers start at once and each opens the intake of a database that has none yet.
+    for trial in range(5):
+        path = str(tmp_path / f"fresh-{trial}.db")
+        with multiprocessing.get_context("fork").Pool(6) as pool:
+            assert pool.map(_open_intake, [path] * 6, chunksize=1) == ["ok"] * 6
