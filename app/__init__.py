@@ -4,7 +4,7 @@ import os
 from flask import Flask
 from sqlalchemy.exc import DBAPIError
 
-from .config import database_url_problem, defaults, redact
+from .config import ConfigError, database_url_problem, defaults, redact
 from .database import configure_engine
 from .extensions import csrf, db, migrate
 from .schema import MIGRATIONS, upgrade
@@ -16,7 +16,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True, instance_path=os.environ.get("SLUICE_INSTANCE_PATH"),
                 template_folder=os.path.join(root, "templates"), static_folder=os.path.join(root, "static"))
     os.makedirs(app.instance_path, exist_ok=True)
-    app.config.from_mapping(defaults(app.instance_path))
+    try:
+        app.config.from_mapping(defaults(app.instance_path))
+    except ConfigError as exc:  # a mistyped setting: one line and no start, rather than a traceback
+        raise SystemExit(f"Sluice cannot start: {exc}") from None
     if test_config:
         app.config.update(test_config)
 

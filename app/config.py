@@ -84,8 +84,26 @@ def secret_key(instance_path: str) -> str:
     return path.read_text().strip()
 
 
+class ConfigError(ValueError):
+    """A setting in the environment cannot be used; the message names it and says what it must be."""
+
+
+def _number(name: str, default, kind=int, minimum=0):
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{name} must be {what} of at least {minimum}, not {raw[:40]!r}") from None
+    return value
+
+
 def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+    return _number(name, default, int)
 
 
 LOOPBACK_HOSTS = "localhost,127.0.0.1,[::1]"
@@ -128,7 +146,7 @@ def defaults(instance_path: str) -> dict:
         "SLUICE_EMBEDDED_WORKER": os.environ.get("SLUICE_EMBEDDED_WORKER", "1") != "0",
         "SLUICE_RUN_LEASE_SECONDS": _int("SLUICE_RUN_LEASE_SECONDS", 60),
         "SLUICE_HEARTBEAT_SECONDS": _int("SLUICE_HEARTBEAT_SECONDS", 5),
-        "SLUICE_PROGRESS_INTERVAL": float(os.environ.get("SLUICE_PROGRESS_INTERVAL", "0.5")),
+        "SLUICE_PROGRESS_INTERVAL": _number("SLUICE_PROGRESS_INTERVAL", 0.5, float, minimum=0.01),
         "WTF_CSRF_TIME_LIMIT": None,
         # Host names this app answers for; any other Host header gets a 400 (against DNS rebinding).
         "SLUICE_TRUSTED_HOSTS": trusted_hosts(os.environ.get("SLUICE_TRUSTED_HOSTS", LOOPBACK_HOSTS)),

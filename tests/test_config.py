@@ -1,0 +1,32 @@
+"""Settings from the environment: a mistyped one stops Sluice with one line naming it, never a traceback."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+
+@pytest.mark.parametrize(("name", "value"), [("SLUICE_MAX_UPLOAD_BYTES", "1GB"),
+                                             ("SLUICE_FILE_RETENTION_HOURS", "-3"),
+                                             ("SLUICE_PROGRESS_INTERVAL", "fast")])
+def test_a_mistyped_setting_is_one_line_naming_it(name, value, tmp_path, monkeypatch):
+    from app import create_app
+
+    monkeypatch.setenv("SLUICE_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as stopped:
+        create_app({"TESTING": True})
+    assert str(stopped.value).startswith(f"Sluice cannot start: {name} must be")
+    assert repr(value) in str(stopped.value)
+
+
+def test_the_command_line_prints_that_line_and_no_traceback(tmp_path):
+    env = {**os.environ, "SLUICE_INSTANCE_PATH": str(tmp_path), "SLUICE_MAX_RECORD_BYTES": "16MiB"}
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "etl", "runs"], check=False, cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Sluice cannot start: SLUICE_MAX_RECORD_BYTES must be a whole number of at least 0, not '16MiB'")
