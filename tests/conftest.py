@@ -110,3 +110,13 @@ def write(tmp_path):
         path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
         return path
     return _write
+
+
+@pytest.fixture
+def loaded(app, engine):
+    """The app with the seed's sample loaded: run 1, dead letters 1 and 2, five target rows (evt-001…)."""
+    from app.pipeline import run_file
+
+    with engine.connect() as conn:
+        run_file(conn, SAMPLE_INPUT)
+    return app

@@ -11,9 +11,6 @@ from urllib.parse import quote
 
 import pytest
 
-from app.pipeline import run_file
-
-from .conftest import SAMPLE_INPUT
 from .test_pages_helpers import token
 
 BIG = str(2 ** 63)
@@ -47,14 +44,6 @@ JSON_BODIES = ({"reason": "a\x00b"}, {"raw": "\ud800"}, {"raw": {"key": "\ud800"
                {"value": "2025-01-01T00:00:00\x00"}, {"filter": {"run": 2 ** 64}, "confirm": 2 ** 64},
                {"filter": {"run": "٣"}, "confirm": 1}, [], "²")
 _ARG = re.compile(r"<(?:(\w+)(?:\(([^)]*)\))?:)?(\w+)>")
-
-
-@pytest.fixture
-def loaded(app, engine):
-    """The app with the seed's sample loaded: run 1, dead letters 1 and 2, the key evt-001."""
-    with engine.connect() as conn:
-        run_file(conn, SAMPLE_INPUT)
-    return app
 
 
 def routes(app):

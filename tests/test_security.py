@@ -6,19 +6,7 @@ from html.parser import HTMLParser
 import pytest
 from werkzeug.serving import make_server
 
-from app.pipeline import run_file
-
-from .conftest import SAMPLE_INPUT
 from .test_pages_helpers import text, token
-
-
-@pytest.fixture
-def loaded(app, engine):
-    """The app with the seed's sample loaded: run 1, dead letters 1 and 2, five target rows."""
-    with engine.connect() as conn:
-        run_file(conn, SAMPLE_INPUT)
-    return app
-
 
 # --- trusted host names ------------------------------------------------------------------------------
 
