@@ -1,6 +1,8 @@
 """Engines for Sluice's databases: SQLite pragmas, explicit transactions, the apply lock, WAL upkeep."""
 import logging
 import os
+import sqlite3
+import time
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, event
@@ -38,7 +40,7 @@ def configure_engine(engine: Engine) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode = WAL")
+        _enter_wal(cur)
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.execute("PRAGMA temp_store = FILE")
@@ -49,6 +51,21 @@ def configure_engine(engine: Engine) -> None:
     def _on_begin(conn):
         immediate = conn.get_execution_options().get("sluice_write_lock")
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _enter_wal(cur, attempts: int = 200) -> None:
+    """Switch a connection's database to WAL, retrying while another connection does the same."""
+    # Changing the journal mode takes locks for which SQLite does not always call the busy
+    # handler (processes opening a fresh database together get "database is locked" at once),
+    # so this waits here, up to some 10 s, instead of failing a process's start.
+    for attempt in range(attempts):
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 @contextmanager
