@@ -1,0 +1,1 @@
+"""Datasets: named record shapes, each with a table of its own (SPEC §10)."""

@@ -1,0 +1,277 @@
+"""A dataset's shape (SPEC §10): its key, version and payload fields, their plain JSON form and JSON Schema."""
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from app.pipeline.validate import show
+
+FIELD_TYPES = ("string", "number", "integer", "boolean", "timestamp", "json")
+NAME_RE = r"^[a-z][a-z0-9_]{0,39}$"      # dataset names
+FIELD_RE = r"^[a-z_][a-z0-9_]{0,62}$"    # field names
+MAX_FIELDS = 100
+DEFAULT_MAX_LENGTH = 1024
+MAX_MAX_LENGTH = 1_048_576
+KEY_MAX_LENGTH = 256
+RESERVED = ("sluice_updated_at", "sluice_run_id")  # a new dataset table's own columns
+# Names a later version of Sluice may give a table's own columns: refused now so no shape ever collides.
+RESERVED_PREFIX = "sluice_"
+
+_FIELD_NAME = "a lowercase letter or _, then up to 62 lowercase letters, digits or _"
+_ALLOWED_FIELD_KEYS = ("name", "type", "required", "max_length", "sortable", "searchable")
+
+
+class ShapeError(ValueError):
+    """A shape (or a change of shape) is refused: the message says what is wrong and where."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """A payload field of a shape."""
+
+    name: str
+    type: str                      # one of FIELD_TYPES
+    required: bool = False
+    max_length: int | None = None  # strings only; parse_shape fills DEFAULT_MAX_LENGTH for strings
+    sortable: bool = False
+    searchable: bool = False       # strings only
+
+    def to_dict(self) -> dict:
+        """The field's plain JSON form."""
+        out = {"name": self.name, "type": self.type, "required": self.required}
+        if self.type == "string":
+            out["max_length"] = self.max_length if self.max_length is not None else DEFAULT_MAX_LENGTH
+        out["sortable"] = self.sortable
+        if self.type == "string":
+            out["searchable"] = self.searchable
+        return out
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A record shape: the key field (a string), the version field (a timestamp) and the payload fields."""
+
+    key: str
+    version: str
+    fields: tuple[Field, ...] = ()
+
+    def to_dict(self) -> dict:
+        """The plain JSON form; parse_shape(shape.to_dict()) == shape."""
+        return {"key": self.key, "version": self.version, "fields": [f.to_dict() for f in self.fields]}
+
+    def field(self, name: str) -> Field | None:
+        """The payload field of that name (never the key or version field), or None."""
+        for f in self.fields:
+            if f.name == name:
+                return f
+        return None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every field's name in staging order: key, payload fields, version."""
+        return (self.key, *(f.name for f in self.fields), self.version)
+
+
+EVENTS_SHAPE = Shape(
+    key="key",
+    version="ts",
+    fields=(
+        Field("name", "string", required=True, max_length=DEFAULT_MAX_LENGTH, sortable=True, searchable=True),
+        Field("value", "number", required=True, sortable=True),
+    ),
+)
+
+_NAME_SCHEMA = {"type": "string", "pattern": FIELD_RE}
+
+SHAPE_JSON_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://sluice.invalid/shape.schema.json",
+    "title": "Sluice dataset shape",
+    "description": (
+        "The record shape of a Sluice dataset (SPEC §10): a key field (a string of at most 256 "
+        "characters, required: the upsert key), a version field (a timestamp, required: it drives the "
+        "watermark, the stale rule and the in-run winner) and up to 100 payload fields, in order. "
+        "Field names must be unique, and must not start with 'sluice_' (the table's own columns)."
+    ),
+    "type": "object",
+    "required": ["key", "version", "fields"],
+    "additionalProperties": False,
+    "properties": {
+        "key": {
+            **_NAME_SCHEMA,
+            "description": "The key field's name; its values are strings of at most 256 characters.",
+        },
+        "version": {
+            **_NAME_SCHEMA,
+            "description": "The version field's name; its values are timestamps (as `ts` in SPEC §1).",
+        },
+        "fields": {
+            "type": "array",
+            "maxItems": MAX_FIELDS,
+            "description": "The payload fields, in order (their columns' order and their error codes' order).",
+            "items": {"$ref": "#/$defs/field"},
+        },
+    },
+    "$defs": {
+        "field": {
+            "type": "object",
+            "required": ["name", "type"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {**_NAME_SCHEMA, "description": "The field's name in records and its column's name."},
+                "type": {
+                    "enum": list(FIELD_TYPES),
+                    "description": (
+                        "string: trimmed text; number: a JSON number or a decimal string (a double); "
+                        "integer: a JSON integer or a string of one (64-bit); boolean: true or false; "
+                        "timestamp: as `ts` in SPEC §1, kept as canonical UTC text; json: any JSON value, "
+                        "kept as compact JSON text."
+                    ),
+                },
+                "required": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "A record without a value for this field is rejected; an optional one is stored as NULL.",
+                },
+                "max_length": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_MAX_LENGTH,
+                    "default": DEFAULT_MAX_LENGTH,
+                    "description": "Strings only: the most characters a value may have after trimming.",
+                },
+                "sortable": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "An index serves sorting the target table by this field.",
+                },
+                "searchable": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "Strings only: an index serves prefix search on this field.",
+                },
+            },
+            "allOf": [
+                {
+                    "if": {"properties": {"type": {"not": {"const": "string"}}}},
+                    "then": {
+                        "properties": {"max_length": False, "searchable": {"const": False}},
+                    },
+                },
+            ],
+        },
+    },
+}
+
+_TYPE_WORDS = {
+    "object": "an object", "array": "an array", "string": "a string", "integer": "an integer",
+    "boolean": "true or false",
+}
+
+
+@lru_cache(maxsize=1)
+def _schema_validator():
+    import jsonschema  # imported on first use: a command that never parses a shape does not pay for it
+
+    return jsonschema.Draft202012Validator(SHAPE_JSON_SCHEMA)
+
+
+def _place(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "shape"
+
+
+def _what(value) -> str:
+    if isinstance(value, str):
+        return show(value)
+    if value is None:
+        return "null"
+    return show(value)
+
+
+def _schema_message(error, data) -> str:
+    """A short message for one JSON Schema error, naming its place and never echoing much of the input."""
+    place = _place(error.absolute_path)
+    value = error.instance
+    kind = error.validator
+    if kind == "type":
+        expected = error.validator_value
+        return f"{place} must be {_TYPE_WORDS.get(expected, expected)}, not {_what(value)}"
+    if kind == "required":
+        missing = next(p for p in error.validator_value if p not in value)
+        return f"{place}.{missing} is missing" if place != "shape" else f"{missing} is missing"
+    if kind == "additionalProperties":
+        allowed = error.schema.get("properties", {})
+        extra = next(p for p in value if p not in allowed)
+        return f"{place}: unknown property {show(extra)} (allowed: {', '.join(allowed)})"
+    if kind == "enum":
+        return f"{place}: {_what(value)} is not one of {', '.join(map(str, error.validator_value))}"
+    if kind == "pattern":
+        return f"{place}: {_what(value)} is not a valid field name ({_FIELD_NAME})"
+    if kind in ("minimum", "maximum"):
+        return f"{place} must be between 1 and {MAX_MAX_LENGTH:,}, not {_what(value)}"
+    if kind == "maxItems":
+        return f"{place}: {len(value)} fields; at most {MAX_FIELDS} are allowed"
+    if "then" in error.absolute_schema_path:  # the strings-only options on a field of another type
+        index = error.absolute_path[1]
+        item = data["fields"][index]
+        option = "max_length" if "max_length" in item else "searchable"
+        return _strings_only(f"fields[{index}]", option, item)
+    return f"{place}: {error.message[:60]}"
+
+
+_RANK = {name: i for i, name in enumerate(("key", "version", "fields", *_ALLOWED_FIELD_KEYS))}
+
+
+def _order(error):
+    # The schema's order of places (key, version, fields[0].name, ...), so the first error named is
+    # the first a reader meets.
+    return tuple(p if isinstance(p, int) else _RANK.get(p, len(_RANK)) for p in error.absolute_path)
+
+
+def _strings_only(place: str, option: str, item: dict) -> str:
+    return f"{place}.{option} is only for strings, and {show(item.get('name'))} is {item.get('type')}"
+
+
+def _check_name(name: str, place: str, seen: dict) -> None:
+    if not re.fullmatch(FIELD_RE, name):  # the schema's pattern lets a trailing newline through
+        raise ShapeError(f"{place}: {show(name)} is not a valid field name ({_FIELD_NAME})")
+    if name in RESERVED or name.startswith(RESERVED_PREFIX):
+        raise ShapeError(f"{place}: {show(name)} is reserved (names starting with sluice_ are the table's own columns)")
+    if name in seen:
+        raise ShapeError(f"{place}: {show(name)} is already the name of {seen[name]}")
+    seen[name] = place
+
+
+def parse_shape(data) -> Shape:
+    """Validate a shape's plain JSON form (a dict) and return the Shape; raise ShapeError naming the place."""
+    if isinstance(data, Shape):
+        return data
+    errors = sorted(_schema_validator().iter_errors(data), key=_order)
+    if errors:
+        raise ShapeError(_schema_message(errors[0], data))
+    seen: dict[str, str] = {}
+    _check_name(data["key"], "key", seen)
+    seen[data["key"]] = "the key field"
+    _check_name(data["version"], "version", seen)
+    seen[data["version"]] = "the version field"
+    fields = []
+    for i, item in enumerate(data["fields"]):
+        place = f"fields[{i}]"
+        _check_name(item["name"], f"{place}.name", seen)
+        seen[item["name"]] = place
+        type_ = item["type"]
+        if type_ != "string":
+            for option in ("max_length", "searchable"):
+                if option in item and (option == "max_length" or item[option]):
+                    raise ShapeError(_strings_only(place, option, item))
+        fields.append(Field(
+            name=item["name"],
+            type=type_,
+            required=item.get("required", False),
+            max_length=int(item.get("max_length", DEFAULT_MAX_LENGTH)) if type_ == "string" else None,
+            sortable=item.get("sortable", False),
+            searchable=item.get("searchable", False),
+        ))
+    return Shape(key=data["key"], version=data["version"], fields=tuple(fields))
