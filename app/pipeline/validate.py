@@ -12,6 +12,8 @@ _TS = re.compile(
 _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 _SHOW = 60
+find_bad_char = _BAD_CHARS.search  # a match when a string holds U+0000 or an unpaired surrogate
+is_decimal = _DECIMAL.fullmatch    # a match when a (trimmed) string is a decimal number of §1
 
 
 class Invalid(Exception):
@@ -79,58 +81,90 @@ def ts_of(record) -> str | None:
     return parse_ts(ts.strip()) if isinstance(ts, str) else None
 
 
-def _missing(record: dict, field: str, code: str) -> None:
-    """Raise Invalid(code) when the field is absent, null, or blank."""
+def missing_detail(record: dict, field: str) -> str | None:
+    """Why the field is missing (absent, null or blank), or None when it has a value."""
     value = record.get(field)
     if value is None:
-        raise Invalid(code, f"{field} is missing" if field not in record else f"{field} is null")
+        return f"{field} is missing" if field not in record else f"{field} is null"
     if isinstance(value, str) and not value.strip():
-        raise Invalid(code, f"{field} is empty")
+        return f"{field} is empty"
+    return None
 
 
-def _text_field(record: dict, field: str, limit: int) -> str:
-    _missing(record, field, f"missing_{field}")
-    value = record[field]
+def _missing(record: dict, field: str, code: str) -> None:
+    """Raise Invalid(code) when the field is absent, null, or blank."""
+    detail = missing_detail(record, field)
+    if detail is not None:
+        raise Invalid(code, detail)
+
+
+def check_text(value, field: str, limit: int, code: str) -> str:
+    """A present value as a trimmed string of at most `limit` characters, or raise Invalid(code)."""
     if not isinstance(value, str):
-        raise Invalid(f"invalid_{field}", f"{field} {show(value)} is not a string")
+        raise Invalid(code, f"{field} {show(value)} is not a string")
     value = value.strip()
     if len(value) > limit:
-        raise Invalid(f"invalid_{field}", f"{field} is {len(value)} characters long; at most {limit} are allowed")
+        raise Invalid(code, f"{field} is {len(value)} characters long; at most {limit} are allowed")
     if _BAD_CHARS.search(value):
-        raise Invalid(f"invalid_{field}", f"{field} {show(value)} holds a NUL character or an unpaired surrogate")
+        raise Invalid(code, f"{field} {show(value)} holds a NUL character or an unpaired surrogate")
     return value
 
 
-def _value(record: dict) -> float:
-    _missing(record, "value", "missing_value")
-    value = record["value"]
+def check_number(value, field: str, code: str) -> float:
+    """A present value as a finite double (a JSON number or a decimal string), or raise Invalid(code)."""
+    original = value
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise Invalid("invalid_value", f"value {show(value)} is not a number")
+        raise Invalid(code, f"{field} {show(value)} is not a number")
     if isinstance(value, str):
         text = value.strip()
         if not _DECIMAL.fullmatch(text):
-            raise Invalid("invalid_value", f"value {show(value)} is not a number")
+            raise Invalid(code, f"{field} {show(value)} is not a number")
         value = text
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
-        raise Invalid("invalid_value", f"value {show(record['value'])} is outside the range of a double")
+        raise Invalid(code, f"{field} {show(original)} is outside the range of a double")
     return number
+
+
+def check_timestamp(value, field: str, code: str) -> str:
+    """A present value as canonical UTC text, or raise Invalid(code)."""
+    if not isinstance(value, str):
+        raise Invalid(code, f"{field} {show(value)} is not a string")
+    canonical_ts = parse_ts(value.strip())
+    if canonical_ts is None:
+        raise Invalid(code, f"{field} {show(value)} is not a timestamp like 2025-01-15T12:30:00Z")
+    return canonical_ts
+
+
+def check_not_future(canonical_ts: str, field: str, latest: str) -> str:
+    """The canonical timestamp, or raise Invalid("future_timestamp") when it is later than `latest`."""
+    if canonical_ts > latest:
+        raise Invalid("future_timestamp", f"{field} {canonical_ts} is later than now plus the tolerance ({latest})")
+    return canonical_ts
+
+
+def not_an_object(record) -> Invalid:
+    """The not_an_object error for a record that is not a JSON object."""
+    kind = _json_name(record) if not isinstance(record, str) else "a string"
+    return Invalid("not_an_object", f"the record is {kind}, not a JSON object")
+
+
+def _text_field(record: dict, field: str, limit: int) -> str:
+    _missing(record, field, f"missing_{field}")
+    return check_text(record[field], field, limit, f"invalid_{field}")
+
+
+def _value(record: dict) -> float:
+    _missing(record, "value", "missing_value")
+    return check_number(record["value"], "value", "invalid_value")
 
 
 def _timestamp(record: dict, latest: str) -> str:
     _missing(record, "ts", "missing_timestamp")
-    ts = record["ts"]
-    if not isinstance(ts, str):
-        raise Invalid("invalid_timestamp", f"ts {show(ts)} is not a string")
-    canonical_ts = parse_ts(ts.strip())
-    if canonical_ts is None:
-        raise Invalid("invalid_timestamp", f"ts {show(ts)} is not a timestamp like 2025-01-15T12:30:00Z")
-    if canonical_ts > latest:
-        raise Invalid("future_timestamp", f"ts {canonical_ts} is later than now plus the tolerance ({latest})")
-    return canonical_ts
+    return check_not_future(check_timestamp(record["ts"], "ts", "invalid_timestamp"), "ts", latest)
 
 
 def validate(record, latest: str) -> tuple[str, str, float, str]:
@@ -154,8 +188,7 @@ def validate(record, latest: str) -> tuple[str, str, float, str]:
                 if canonical_ts is not None and canonical_ts <= latest:
                     return key, name, number, canonical_ts
     if not isinstance(record, dict):
-        raise Invalid("not_an_object", f"the record is {_json_name(record) if not isinstance(record, str) else 'a string'}, "
-                      "not a JSON object")
+        raise not_an_object(record)
     key = _text_field(record, "key", MAX_KEY)
     name = _text_field(record, "name", MAX_NAME)
     value = _value(record)
