@@ -275,3 +275,82 @@ def parse_shape(data) -> Shape:
             searchable=item.get("searchable", False),
         ))
     return Shape(key=data["key"], version=data["version"], fields=tuple(fields))
+
+
+_INSTEAD = ("To make such a change, create a new dataset with the new shape and load the data into it "
+            "(this dataset and its history stay as they are).")
+
+
+def _describe_new(f: Field) -> str:
+    extras = [f.type]
+    if f.type == "string":
+        extras.append(f"max_length {f.max_length:,}")
+    extras += [option for option in ("sortable", "searchable") if getattr(f, option)]
+    return f"added optional field {f.name!r} ({', '.join(extras)})"
+
+
+def _field_changes(old: Field, new: Field, allowed: list, refused: list) -> None:
+    name = old.name
+    if old.type != new.type:
+        refused.append(f"{name!r} cannot change type from {old.type} to {new.type} "
+                       "(the stored values are of the old type)")
+        return
+    if old.required != new.required:
+        if new.required:
+            refused.append(f"{name!r} cannot become required (rows already stored may have no value for it)")
+        else:
+            refused.append(f"{name!r} cannot become optional (a shape's rules only grow; readers rely on "
+                           "it always having a value)")
+    if old.max_length != new.max_length:
+        if new.max_length > old.max_length:
+            allowed.append(f"raised max_length of {name!r} from {old.max_length:,} to {new.max_length:,}")
+        else:
+            refused.append(f"max_length of {name!r} cannot be lowered from {old.max_length:,} to "
+                           f"{new.max_length:,} (values already stored may be longer)")
+    for option in ("sortable", "searchable"):
+        before, after = getattr(old, option), getattr(new, option)
+        if after and not before:
+            allowed.append(f"made {name!r} {option}")
+        elif before and not after:
+            refused.append(f"{name!r} cannot stop being {option} (its index, once built, stays)")
+
+
+def check_evolution(old: Shape, new: Shape) -> list[str]:
+    """The changes from `old` to `new`, one line each; raise ShapeError saying why for any refused one."""
+    allowed: list[str] = []
+    refused: list[str] = []
+    if old.key != new.key:
+        refused.append(f"the key field cannot change from {old.key!r} to {new.key!r} "
+                       "(every stored row and its lineage are keyed by it)")
+    if old.version != new.version:
+        refused.append(f"the version field cannot change from {old.version!r} to {new.version!r} "
+                       "(the watermark and the stored versions come from it)")
+    new_names = [f.name for f in new.fields]
+    old_names = [f.name for f in old.fields]
+    gone = [n for n in old_names if n not in new_names]
+    if gone:
+        if len(gone) == 1:
+            refused.append(f"field {gone[0]!r} cannot be removed or renamed (its column holds data)")
+        else:
+            refused.append(f"fields {', '.join(map(repr, gone))} cannot be removed or renamed (their columns hold data)")
+    kept = [n for n in new_names if n in old_names]
+    if not gone and kept != old_names:
+        refused.append("fields cannot be reordered (their order is the columns' and the error codes' order)")
+    elif not gone and new_names[:len(old_names)] != old_names:
+        first = next(n for n in new_names if n not in old_names)
+        refused.append(f"new field {first!r} must come after the existing fields (a field is added at the end)")
+    for f in old.fields:
+        g = new.field(f.name)
+        if g is not None:
+            _field_changes(f, g, allowed, refused)
+    for f in new.fields:
+        if f.name in old_names:
+            continue
+        if f.required:
+            refused.append(f"new field {f.name!r} must be optional (rows already stored have no value for it): "
+                           "add it with \"required\": false")
+        else:
+            allowed.append(_describe_new(f))
+    if refused:
+        raise ShapeError("refused: " + "; ".join(refused) + ". " + _INSTEAD)
+    return allowed
