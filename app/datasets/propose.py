@@ -127,7 +127,7 @@ class _Seen:
             return "number", "holds integers beyond 64 bits: proposed as number (a double)"
         if set(kinds) <= {"int", "float"}:
             return "number", None
-        if set(kinds) <= {"int", "float", "strings"} and self.decimals == self.strings:
+        if set(kinds) <= {"int", "float", "strings"} and len(kinds) > 1 and self.decimals == self.strings:
             # Numbers, some written as strings ("3.5"): a number field accepts both. Strings alone
             # (zip codes, "007") stay strings.
             if kinds == ["int", "strings"] and self.integers == self.strings and self.int_range:
@@ -158,7 +158,7 @@ class _Seen:
         return not (self.null or self.blank)
 
 
-_KIND_WORDS = {"bool": "booleans", "int": "integers", "float": "numbers", "nested": "objects or arrays",
+_KIND_WORDS = {"bool": "booleans", "int": "integers", "float": "decimal numbers", "nested": "objects or arrays",
                "strings": "strings"}
 
 
