@@ -1,4 +1,8 @@
-"""Sluice's tables on a plain SQLAlchemy DeclarativeBase: target, dead letters, lineage, watermarks, runs.
+"""Sluice's tables on a plain SQLAlchemy DeclarativeBase: datasets, target, dead letters, lineage, watermarks, runs.
+
+Every run, dead letter, lineage entry and watermark belongs to one dataset (column `dataset`, the
+default dataset `events` when none is named). A dataset other than `events` has a target table of
+its own, built from its shape at run time (see `datasets/tables.py`), so it is not a model here.
 
 Staging is the sixth table of the model; it is a per-run TEMP table (see `pipeline/stage.py`), so
 writing it never takes the main database's lock and nothing of a run stays in it.
@@ -21,10 +25,55 @@ class Base(DeclarativeBase):
     pass
 
 
+DATASET_NAME = String(40)
+
+
+def dataset_column() -> Mapped[str]:
+    """The dataset a row belongs to; rows written before datasets existed belong to `events`."""
+    return mapped_column(DATASET_NAME, server_default="events")
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    name: Mapped[str] = mapped_column(DATASET_NAME, primary_key=True)
+    title: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    shape: Mapped[str] = mapped_column(Text)  # the shape's plain JSON form
+    version: Mapped[int] = mapped_column(Integer)
+    table_name: Mapped[str] = mapped_column(String(64))
+    watermark: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[str] = mapped_column(TIME)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    archived_at: Mapped[str | None] = mapped_column(TIME)
+    archived_by: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (
+        Index("ux_datasets_table_name", "table_name", unique=True),
+        Index("ux_datasets_watermark", "watermark", unique=True),
+    )
+
+
+class DatasetVersion(Base):
+    __tablename__ = "dataset_versions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dataset: Mapped[str] = mapped_column(DATASET_NAME)
+    version: Mapped[int] = mapped_column(Integer)
+    shape: Mapped[str] = mapped_column(Text)  # the shape's plain JSON form at this version
+    changes: Mapped[str] = mapped_column(Text)  # a JSON array of lines: what this version changed
+    at: Mapped[str] = mapped_column(TIME)
+    actor: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (Index("ux_dataset_versions_dataset_version", "dataset", "version", unique=True),)
+
+
 class Run(Base):
     __tablename__ = "runs"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dataset: Mapped[str] = dataset_column()
+    shape_version: Mapped[int | None] = mapped_column(Integer)  # the dataset's version the run used
     kind: Mapped[str] = mapped_column(String(16))  # upload, api, cli, reprocess, retry
     status: Mapped[str] = mapped_column(String(16), default="queued")
     source_name: Mapped[str | None] = mapped_column(Text)
@@ -61,6 +110,8 @@ class Run(Base):
 
     __table_args__ = (
         Index("ix_runs_status_id", "status", "id"),
+        Index("ix_runs_dataset_id", "dataset", "id"),
+        Index("ix_runs_dataset_status_id", "dataset", "status", "id"),
         Index("ix_runs_sha256", "source_sha256"),
         Index("ix_runs_applied_seq", "applied_seq"),
     )
@@ -88,12 +139,13 @@ class DeadLetter(Base):
     __tablename__ = "dead_letters"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dataset: Mapped[str] = dataset_column()
     run_id: Mapped[int] = mapped_column(BigInteger)
     last_run_id: Mapped[int] = mapped_column(BigInteger)
     pos: Mapped[int] = mapped_column(BigInteger)
     line: Mapped[int | None] = mapped_column(BigInteger)
     key: Mapped[str | None] = mapped_column(binary_text(256))
-    error: Mapped[str] = mapped_column(String(32))
+    error: Mapped[str] = mapped_column(String(80))  # codes name a field: up to 71 characters
     detail: Mapped[str] = mapped_column(Text)
     raw: Mapped[str] = mapped_column(Text)
     fingerprint: Mapped[str] = mapped_column(String(64))
@@ -108,10 +160,10 @@ class DeadLetter(Base):
     reason: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
-        Index("ix_dead_letters_status_id", "status", "id"),
-        Index("ix_dead_letters_error_id", "error", "id"),
-        Index("ix_dead_letters_run_id", "run_id", "id"),
-        Index("ix_dead_letters_fingerprint", "fingerprint", "status"),
+        Index("ix_dead_letters_dataset_status_id", "dataset", "status", "id"),
+        Index("ix_dead_letters_dataset_error_id", "dataset", "error", "id"),
+        Index("ix_dead_letters_dataset_run_id", "dataset", "run_id", "id"),
+        Index("ix_dead_letters_dataset_fingerprint", "dataset", "fingerprint", "status"),
     )
 
 
@@ -119,6 +171,7 @@ class Lineage(Base):
     __tablename__ = "lineage"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dataset: Mapped[str] = dataset_column()
     run_id: Mapped[int | None] = mapped_column(BigInteger)
     pos: Mapped[int | None] = mapped_column(BigInteger)
     line: Mapped[int | None] = mapped_column(BigInteger)
@@ -130,7 +183,7 @@ class Lineage(Base):
     actor: Mapped[str | None] = mapped_column(String(128))
 
     __table_args__ = (
-        Index("ix_lineage_key_id", "key", "id"),
+        Index("ix_lineage_dataset_key_id", "dataset", "key", "id"),
         Index("ix_lineage_run_pos", "run_id", "pos"),
         Index("ix_lineage_dead_letter", "dead_letter_id",
               sqlite_where=text("dead_letter_id IS NOT NULL"),
@@ -142,6 +195,7 @@ class Watermark(Base):
     __tablename__ = "watermarks"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset: Mapped[str] = dataset_column()
     value: Mapped[str | None] = mapped_column(binary_text(26))
     updated_at: Mapped[str] = mapped_column(TIME)
 
@@ -151,6 +205,7 @@ class WatermarkHistory(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[str] = dataset_column()
     old_value: Mapped[str | None] = mapped_column(TIME)
     new_value: Mapped[str | None] = mapped_column(TIME)
     at: Mapped[str] = mapped_column(TIME)
