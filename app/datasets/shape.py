@@ -3,6 +3,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+import orjson
+
 from app.pipeline.validate import show
 
 FIELD_TYPES = ("string", "number", "integer", "boolean", "timestamp", "json")
@@ -248,6 +250,20 @@ def parse_shape(data) -> Shape:
     """Validate a shape's plain JSON form (a dict) and return the Shape; raise ShapeError naming the place."""
     if isinstance(data, Shape):
         return data
+    try:
+        text = orjson.dumps(data)
+    except (TypeError, orjson.JSONEncodeError):
+        return _parse(data)
+    # The catalogue hands the same stored shapes over and over: their JSON text is the cache's key.
+    return _parse_text(text)
+
+
+@lru_cache(maxsize=256)
+def _parse_text(text: bytes) -> Shape:
+    return _parse(orjson.loads(text))
+
+
+def _parse(data) -> Shape:
     errors = sorted(_schema_validator().iter_errors(data), key=_order)
     if errors:
         raise ShapeError(_schema_message(errors[0], data))
