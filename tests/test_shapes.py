@@ -46,6 +46,7 @@ def test_parse_fills_the_defaults():
         Field("tags", "json"),
     ))
     assert parse_shape(shape({"name": "note", "type": "string"})).fields[0].max_length == DEFAULT_MAX_LENGTH
+    assert Field("note", "string") == Field("note", "string", max_length=DEFAULT_MAX_LENGTH)
     assert parsed.field("total").type == "number"
     assert parsed.field("order_id") is None  # the key and version are not payload fields
     assert parsed.names == ("order_id", "customer", "total", "tags", "updated_at")

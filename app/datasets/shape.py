@@ -33,15 +33,19 @@ class Field:
     name: str
     type: str                      # one of FIELD_TYPES
     required: bool = False
-    max_length: int | None = None  # strings only; parse_shape fills DEFAULT_MAX_LENGTH for strings
+    max_length: int | None = None  # strings only; DEFAULT_MAX_LENGTH when not given
     sortable: bool = False
     searchable: bool = False       # strings only
+
+    def __post_init__(self):
+        if self.type == "string" and self.max_length is None:
+            object.__setattr__(self, "max_length", DEFAULT_MAX_LENGTH)
 
     def to_dict(self) -> dict:
         """The field's plain JSON form."""
         out = {"name": self.name, "type": self.type, "required": self.required}
         if self.type == "string":
-            out["max_length"] = self.max_length if self.max_length is not None else DEFAULT_MAX_LENGTH
+            out["max_length"] = self.max_length
         out["sortable"] = self.sortable
         if self.type == "string":
             out["searchable"] = self.searchable

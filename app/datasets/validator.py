@@ -11,7 +11,6 @@ from functools import lru_cache
 from app.formatting import number
 from app.pipeline import validate as rules
 from app.pipeline.jsontext import dumps
-from app.pipeline.load import update_detail
 from app.pipeline.validate import (
     Invalid,
     check_not_future,
@@ -296,6 +295,9 @@ def _detail_value(type_: str, value) -> str:
 def describe_update(shape: Shape, old: tuple, new: tuple) -> str:
     """The `updated` lineage detail: each changed field (payload..., version) as 'name: old → new', joined by '; '."""
     if shape == EVENTS_SHAPE:
+        # Imported here: the pipeline's load module imports this one, and a validator needs no database.
+        from app.pipeline.load import update_detail
+
         return update_detail(old[0], new[0], old[1], new[1], old[2], new[2])
     types = (*((f.name, f.type) for f in shape.fields), (shape.version, "timestamp"))
     return "; ".join(
