@@ -118,7 +118,7 @@ class _Seen:
         """The proposed type, and a note when the choice needs one."""
         kinds = [k for k in ("bool", "int", "float", "nested", "strings") if getattr(self, k)]
         if not kinds:
-            return "json", "was empty (missing or null) in every record: proposed as json, which accepts any value"
+            return "json", "was missing, null or empty in every record: proposed as json, which accepts anything"
         if kinds == ["bool"]:
             return "boolean", None
         if kinds == ["int"]:
@@ -135,7 +135,8 @@ class _Seen:
             return "number", None
         if kinds == ["strings"]:
             if self.bad_text:
-                return "json", "holds a NUL character or an unpaired surrogate, which a string refuses: proposed as json"
+                return "json", ("holds a NUL character or an unpaired surrogate, which a string refuses: "
+                                "proposed as json")
             if self.longest > MAX_MAX_LENGTH:
                 return "json", f"holds strings longer than {MAX_MAX_LENGTH:,} characters: proposed as json"
             if not self.other_text:
@@ -217,7 +218,8 @@ def propose_shape(records: Iterable) -> dict:
     if read == MAX_SAMPLE:
         notes.append(f"read the first {MAX_SAMPLE:,} records only")
     if unreadable:
-        notes.append(f"{unreadable:,} record(s) could not be read (malformed JSON or too large) and were not used")
+        notes.append(f"{unreadable:,} record(s) could not be read (malformed JSON or too large) "
+                     "and were not used")
     if not_objects:
         notes.append(f"{not_objects:,} record(s) are not JSON objects and were not used")
     if not objects:

@@ -136,7 +136,8 @@ SHAPE_JSON_SCHEMA = {
                 "required": {
                     "type": "boolean",
                     "default": False,
-                    "description": "A record without a value for this field is rejected; an optional one is stored as NULL.",
+                    "description": ("A record without a value for this field is rejected; "
+                                    "an optional one is stored as NULL."),
                 },
                 "max_length": {
                     "type": "integer",
@@ -244,7 +245,8 @@ def _check_name(name: str, place: str, seen: dict) -> None:
     if not re.fullmatch(FIELD_RE, name):  # the schema's pattern lets a trailing newline through
         raise ShapeError(f"{place}: {show(name)} is not a valid field name ({_FIELD_NAME})")
     if name in RESERVED or name.startswith(RESERVED_PREFIX):
-        raise ShapeError(f"{place}: {show(name)} is reserved (names starting with sluice_ are the table's own columns)")
+        raise ShapeError(f"{place}: {show(name)} is reserved "
+                         "(names starting with sluice_ are the table's own columns)")
     if name in seen:
         raise ShapeError(f"{place}: {show(name)} is already the name of {seen[name]}")
     seen[name] = place
@@ -352,7 +354,8 @@ def check_evolution(old: Shape, new: Shape) -> list[str]:
         if len(gone) == 1:
             refused.append(f"field {gone[0]!r} cannot be removed or renamed (its column holds data)")
         else:
-            refused.append(f"fields {', '.join(map(repr, gone))} cannot be removed or renamed (their columns hold data)")
+            refused.append(f"fields {', '.join(map(repr, gone))} cannot be removed or renamed "
+                           "(their columns hold data)")
     kept = [n for n in new_names if n in old_names]
     if not gone and kept != old_names:
         refused.append("fields cannot be reordered (their order is the columns' and the error codes' order)")

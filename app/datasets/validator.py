@@ -42,11 +42,12 @@ class Validator:
         self.source = source  # the generated fast path, for reading when in doubt
 
     def __repr__(self) -> str:
-        return f"<Validator key={self.shape.key!r} version={self.shape.version!r} fields={len(self.shape.fields)}>"
+        shape = self.shape
+        return f"<Validator key={shape.key!r} version={shape.version!r} fields={len(shape.fields)}>"
 
 
 def check_integer(value, field: str, code: str) -> int:
-    """A present value as a 64-bit signed integer (a JSON integer or a string of one), or raise Invalid(code)."""
+    """A present value as a 64-bit signed integer (a JSON integer or a string of one), else Invalid(code)."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise Invalid(code, f"{field} {show(value)} is not an integer")
     if isinstance(value, str):
@@ -88,7 +89,7 @@ def _payload_check(f: Field):
             value = record.get(name)
             if value is None:
                 if required:
-                    raise Invalid(missing_code, f"{name} is missing" if name not in record else f"{name} is null")
+                    raise Invalid(missing_code, f"{name} is null" if name in record else f"{name} is missing")
                 return None
             return check_json(value, name, invalid_code)
         return check
@@ -293,8 +294,8 @@ def _detail_value(type_: str, value) -> str:
 
 
 def describe_update(shape: Shape, old: tuple, new: tuple) -> str:
-    """The `updated` lineage detail: each changed field (payload..., version) as 'name: old → new', joined by '; '."""
-    if shape == EVENTS_SHAPE:
+    """The `updated` lineage detail: each changed field of (payload..., version) as 'name: old → new'."""
+    if shape is EVENTS_SHAPE or shape == EVENTS_SHAPE:
         # Imported here: the pipeline's load module imports this one, and a validator needs no database.
         from app.pipeline.load import update_detail
 
