@@ -3,6 +3,9 @@
 Every function takes a Connection first and returns plain dicts and lists, so an HTML page and a
 JSON answer render the same data. Pages are keyset pages: fetch `limit + 1` rows past an opaque
 cursor (the last row's sort key plus its primary key); never OFFSET, never a full count.
+
+Every function that reads one dataset's data takes `dataset`: a Dataset, its name, or None for the
+default dataset `events` (resolved with `registry.resolve`, which raises DatasetError("not_found")).
 """
 import base64
 import binascii
@@ -12,27 +15,46 @@ import re
 from collections.abc import Iterator
 from dataclasses import asdict
 
-from sqlalchemy import and_, false, func, literal_column, or_, select, tuple_
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    Integer,
+    and_,
+    false,
+    func,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.engine import Connection
 
+from .datasets.registry import DEFAULT, Dataset, list_datasets, resolve
 from .intake import pending_runs
 from .models import DeadLetter, Lineage, Run, Target, Watermark, WatermarkHistory
 from .pipeline.run import Options
-from .pipeline.watermark import NAME as WATERMARK
+from .pipeline.watermark import NAME as WATERMARK  # noqa: F401  (the name of events' watermark, for callers)
 
 PAGE = 50
 MAX_PAGE = 500
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 DEAD_LETTER_STATUSES = ("open", "resolved", "discarded")
+# Codes of a record that could not be read as an object at all, before any field is looked at.
+READER_CODES = ("not_an_object", "malformed_json", "record_too_large")
+VERSION_CODES = ("missing_timestamp", "invalid_timestamp", "future_timestamp")
+# The error codes of `events` (see `error_codes` for any dataset's).
 ERROR_CODES = ("not_an_object", "malformed_json", "record_too_large", "missing_key", "invalid_key", "missing_name", "invalid_name",
                "missing_value", "invalid_value", "missing_timestamp", "invalid_timestamp", "future_timestamp")
-# Sort name -> the columns of the index that serves it (the primary key last, to make it unique).
+# The sorts of `events`: sort name -> the columns of the index that serves it (the key last, to make it
+# unique). `target_sorts(dataset)` gives any dataset's.
+_T = Target.__table__.c
 TARGET_SORTS = {
-    "key": (Target.key,),
-    "ts": (Target.ts, Target.key),
-    "value": (Target.value, Target.key),
-    "updated": (Target.updated_at, Target.key),
-    "name": (Target.name, Target.key),
+    "key": (_T.key,),
+    "ts": (_T.ts, _T.key),
+    "value": (_T.value, _T.key),
+    "updated": (_T.updated_at, _T.key),
+    "name": (_T.name, _T.key),
 }
 
 
@@ -40,10 +62,15 @@ class BadCursor(ValueError):
     """A cursor that this code did not write (or for another sort)."""
 
 
+class UnknownField(ValueError):
+    """A search names a field of the dataset that is neither its key nor searchable."""
+
+
 # Text no row can hold (NUL, lone surrogates: the pipeline rejects them and PostgreSQL refuses
 # them outright); a search or cursor holding it matches nothing instead of reaching the database.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _INT64 = 2 ** 63
+_STALE = "this page link is not valid any more; start from the first page"
 
 
 def storable(text: str | None) -> bool:
@@ -52,10 +79,10 @@ def storable(text: str | None) -> bool:
 
 
 def _valid_cursor_value(value) -> bool:
+    if value is None or isinstance(value, bool):
+        return True  # a NULL of an optional sort field, a boolean field's value: checked per column later
     if isinstance(value, str):
         return storable(value)
-    if isinstance(value, bool):
-        return False
     if isinstance(value, int):
         return -_INT64 <= value < _INT64
     if isinstance(value, float):
@@ -75,9 +102,9 @@ def decode_cursor(cursor: str | None, size: int) -> list | None:
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadCursor("this page link is not valid any more; start from the first page") from None
+        raise BadCursor(_STALE) from None
     if not isinstance(values, list) or len(values) != size or not all(map(_valid_cursor_value, values)):
-        raise BadCursor("this page link is not valid any more; start from the first page")
+        raise BadCursor(_STALE)
     return values
 
 
@@ -99,6 +126,51 @@ def prefix_range(column, prefix: str):
     return column >= prefix
 
 
+def _nullable_lead(columns) -> bool:
+    return len(columns) > 1 and bool(columns[0].nullable)
+
+
+def _read(conn: Connection, query, columns, *, forward: bool, after, n: int) -> list[dict]:
+    """Up to `n` rows of `query` past `after` in the order of `columns`, read forward or backward.
+
+    An optional (nullable) leading column puts its NULL rows after every value when ascending, and
+    first when descending, on both databases: two index ranges, the values then the NULLs by key,
+    each read with a plain keyset condition (a row comparison with NULL would match nothing).
+    """
+    def ordered(q, cols):
+        return q.order_by(*[c.asc() if forward else c.desc() for c in cols])
+
+    def rows(q):
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+    if not _nullable_lead(columns):
+        sort_key = tuple_(*columns) if len(columns) > 1 else columns[0]
+        if after is not None:
+            bound = tuple_(*after) if len(columns) > 1 else after[0]
+            query = query.where(sort_key > bound if forward else sort_key < bound)
+        return rows(ordered(query, columns).limit(n))
+    lead, key = columns
+    values = (query.where(lead.is_not(None)), columns)
+    nulls = (query.where(lead.is_(None)), (key,))
+    pair = tuple_(lead, key)
+    if after is None:
+        segments = [(values, None), (nulls, None)] if forward else [(nulls, None), (values, None)]
+    elif after[0] is None:
+        nulls_after = key > after[1] if forward else key < after[1]
+        segments = [(nulls, nulls_after)] if forward else [(nulls, nulls_after), (values, None)]
+    else:
+        values_after = pair > tuple_(*after) if forward else pair < tuple_(*after)
+        segments = [(values, values_after), (nulls, None)] if forward else [(values, values_after)]
+    found: list[dict] = []
+    for (q, cols), condition in segments:
+        if condition is not None:
+            q = q.where(condition)
+        found += rows(ordered(q, cols).limit(n - len(found)))
+        if len(found) >= n:
+            break
+    return found
+
+
 def _page(conn: Connection, query, columns, *, key_of, limit: int, after=None, before=None, last=False,
           descending=False) -> dict:
     """One keyset page of `query` ordered by `columns`: rows, and cursors for the next and previous pages.
@@ -107,18 +179,8 @@ def _page(conn: Connection, query, columns, *, key_of, limit: int, after=None, b
     two read the index backwards, so the last page costs what the first does.
     """
     backwards = bool(before is not None or last)
-    ascending = descending == backwards
-    sort_key = tuple_(*columns) if len(columns) > 1 else columns[0]
-
-    def bound(values):
-        return tuple_(*values) if len(columns) > 1 else values[0]
-
-    if after is not None:
-        query = query.where(sort_key < bound(after) if descending else sort_key > bound(after))
-    elif before is not None:
-        query = query.where(sort_key > bound(before) if descending else sort_key < bound(before))
-    query = query.order_by(*[c.asc() if ascending else c.desc() for c in columns]).limit(limit + 1)
-    rows = [dict(r._mapping) for r in conn.execute(query)]
+    forward = descending == backwards
+    rows = _read(conn, query, columns, forward=forward, after=after if after is not None else before, n=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     if backwards:
@@ -134,39 +196,70 @@ def _page(conn: Connection, query, columns, *, key_of, limit: int, after=None, b
     }
 
 
-# --- headline numbers and runs --------------------------------------------------------------------
+# --- datasets, headline numbers and runs ------------------------------------------------------------
 
-def overview(conn: Connection) -> dict:
-    """Headline numbers (target rows, open dead letters, watermark) and the latest runs."""
-    # Rows are only ever added to the target by applied runs, so their inserted counts add up to
-    # the row count: an aggregate over the small runs table instead of counting millions of rows.
-    target_rows = conn.execute(select(func.coalesce(func.sum(Run.inserted), 0))
-                               .where(Run.applied_seq.is_not(None))).scalar()
-    open_dead_letters = conn.execute(select(func.count()).select_from(DeadLetter)
-                                     .where(DeadLetter.status == "open")).scalar()
-    watermark = conn.execute(select(Watermark.value).where(Watermark.name == WATERMARK)).scalar()
-    latest_runs = [dict(r._mapping) for r in conn.execute(select(Run).order_by(Run.id.desc()).limit(10))]
-    latest_runs = sorted(latest_runs + pending_runs(conn), key=lambda r: r["id"], reverse=True)[:10]
-    return {"target_rows": target_rows, "open_dead_letters": open_dead_letters, "watermark": watermark,
-            "latest_runs": latest_runs}
+def _rows_loaded(conn: Connection, name: str | None = None) -> dict[str, int]:
+    # Rows are only ever added to a target by applied runs, so their inserted counts add up to the
+    # row count: an aggregate over the small runs table instead of counting millions of rows.
+    query = select(Run.dataset, func.coalesce(func.sum(Run.inserted), 0)).where(Run.applied_seq.is_not(None))
+    if name is not None:
+        query = query.where(Run.dataset == name)
+    return {d: int(n) for d, n in conn.execute(query.group_by(Run.dataset))}
 
 
-def runs_page(conn: Connection, *, status: str | None = None, cursor: str | None = None,
+def _open_dead_letters(conn: Connection, name: str) -> int:
+    return conn.execute(select(func.count()).select_from(DeadLetter)
+                        .where(DeadLetter.dataset == name, DeadLetter.status == "open")).scalar()
+
+
+def overview(conn: Connection, dataset=None) -> dict:
+    """A dataset's headline numbers (target rows, open dead letters, watermark) and its latest runs."""
+    ds = resolve(conn, dataset)
+    watermark = conn.execute(select(Watermark.value).where(Watermark.name == ds.watermark)).scalar()
+    return {"dataset": ds.name, "target_rows": _rows_loaded(conn, ds.name).get(ds.name, 0),
+            "open_dead_letters": _open_dead_letters(conn, ds.name), "watermark": watermark,
+            "latest_runs": latest_runs(conn, ds)}
+
+
+def latest_runs(conn: Connection, dataset=None, *, every: bool = False, limit: int = 10) -> list[dict]:
+    """The newest runs of a dataset (or of every dataset), those waiting in the intake included."""
+    query = select(Run).order_by(Run.id.desc()).limit(limit)
+    name = None if every else resolve(conn, dataset).name
+    if name is not None:
+        query = query.where(Run.dataset == name)
+    rows = [dict(r._mapping) for r in conn.execute(query)]
+    waiting = [r for r in pending_runs(conn) if name is None or r.get("dataset", DEFAULT) == name]
+    return sorted(rows + waiting, key=lambda r: r["id"], reverse=True)[:limit]
+
+
+def datasets_overview(conn: Connection, *, archived: bool = True) -> list[dict]:
+    """Every dataset (events first) with its row count, open dead letters and watermark: a few cheap queries."""
+    datasets = [d for d in list_datasets(conn) if archived or d.archived_at is None]
+    loaded = _rows_loaded(conn)
+    marks = dict(conn.execute(select(Watermark.name, Watermark.value)
+                              .where(Watermark.name.in_([d.watermark for d in datasets]))).all()) if datasets else {}
+    return [{"dataset": d, "name": d.name, "title": d.title, "archived_at": d.archived_at,
+             "target_rows": loaded.get(d.name, 0), "open_dead_letters": _open_dead_letters(conn, d.name),
+             "watermark": marks.get(d.watermark)} for d in datasets]
+
+
+def runs_page(conn: Connection, dataset=None, *, status: str | None = None, cursor: str | None = None,
               before: str | None = None, limit: int | None = None) -> dict:
-    """Runs newest first, optionally of one status, one keyset page at a time."""
-    query = select(Run)
+    """A dataset's runs newest first, optionally of one status, one keyset page at a time."""
+    ds = resolve(conn, dataset)
+    query = select(Run).where(Run.dataset == ds.name)
     if status:
         query = query.where(Run.status == status)
     page = _page(conn, query, (Run.id,), key_of=lambda r: (r["id"],), limit=_limit(limit),
                  after=_one(decode_cursor(cursor, 1)), before=_one(decode_cursor(before, 1)), descending=True)
-    page["status"] = status
-    _add_pending(conn, page, status)
+    page.update(status=status, dataset=ds.name)
+    _add_pending(conn, page, status, ds.name)
     return page
 
 
-def _add_pending(conn: Connection, page: dict, status: str | None) -> None:
+def _add_pending(conn: Connection, page: dict, status: str | None, name: str) -> None:
     """Add the runs waiting in the SQLite intake (not in `runs` yet) that fall within this page."""
-    waiting = [r for r in pending_runs(conn) if status in (None, r["status"])]
+    waiting = [r for r in pending_runs(conn) if status in (None, r["status"]) and r.get("dataset", DEFAULT) == name]
     if waiting:
         rows = page["rows"]
         high = rows[0]["id"] if rows and page["prev"] else math.inf
@@ -180,18 +273,20 @@ def _one(values):
 
 
 def _ints(values: list) -> list[int]:
-    if not all(isinstance(v, int) for v in values):
-        raise BadCursor("this page link is not valid any more; start from the first page")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise BadCursor(_STALE)
     return values
 
 
 def run_detail(conn: Connection, run_id: int) -> dict | None:
-    """A run's row with its options, the runs it relates to, and whether its file is still kept."""
+    """A run's row (its dataset and shape version too) with its options, related runs, and whether its file is kept."""
     row = conn.execute(select(Run).where(Run.id == run_id)).first()
     waiting = pending_runs(conn, [run_id]) if row is None else []
     if row is None and not waiting:
         return None
     run = dict(row._mapping) if row is not None else waiting[0]
+    run.setdefault("dataset", DEFAULT)
+    run.setdefault("shape_version", None)
     run["options_parsed"] = asdict(Options.from_json(run["options"]))
     run["retried_by"] = [r for (r,) in conn.execute(select(Run.id).where(Run.retry_of_id == run_id)
                                                       .order_by(Run.id))]
@@ -236,84 +331,188 @@ def run_lineage(conn: Connection, run_id: int, *, cursor: str | None = None, lim
 DENSE_PREFIX = 5000
 
 
-def _is_dense(conn: Connection, condition) -> bool:
+def target_columns(dataset: Dataset) -> list[dict]:
+    """A dataset's target columns in table order: row key, field, role, type, sort name, searchable, required."""
+    shape, sorts = dataset.shape, target_sorts(dataset)
+    sort_of = {cols[0].key: name for name, cols in reversed(list(sorts.items()))}
+    out = [{"name": dataset.key_col.key, "field": shape.key, "role": "key", "type": "string", "required": True,
+            "searchable": True}]
+    for field, col in zip(shape.fields, dataset.payload_cols):
+        out.append({"name": col.key, "field": field.name, "role": "payload", "type": field.type,
+                    "required": field.required, "searchable": field.searchable})
+    out += [{"name": dataset.version_col.key, "field": shape.version, "role": "version", "type": "timestamp",
+             "required": True, "searchable": False},
+            {"name": dataset.updated_col.key, "field": None, "role": "updated", "type": "timestamp",
+             "required": True, "searchable": False},
+            {"name": dataset.run_col.key, "field": None, "role": "run", "type": "integer", "required": False,
+             "searchable": False}]
+    for column in out:
+        column["sort"] = sort_of.get(column["name"])
+    return out
+
+
+def target_sorts(dataset: Dataset) -> dict[str, tuple]:
+    """A dataset's sorts: name -> the columns of the index that serves it (the key column last).
+
+    `key`, the version field's name, each sortable field's name and `updated` (the time a row was
+    last written; a field of that name wins, and the time is then `sluice_updated_at`). The key
+    field's name and `version` are accepted too, as other names of those two sorts.
+    """
+    if dataset.name == DEFAULT and dataset.table is Target.__table__:
+        return TARGET_SORTS
+    key = dataset.key_col
+    sorts = {"key": (key,), dataset.shape.version: (dataset.version_col, key)}
+    for field, col in zip(dataset.shape.fields, dataset.payload_cols):
+        if field.sortable:
+            sorts.setdefault(field.name, (col, key))  # `key` stays the key's (a payload field `key` is not sortable)
+    sorts.setdefault("updated", (dataset.updated_col, key))
+    sorts.setdefault(dataset.updated_col.key, (dataset.updated_col, key))
+    sorts.setdefault(dataset.shape.key, (key,))
+    sorts.setdefault("version", (dataset.version_col, key))
+    return sorts
+
+
+def searchable_fields(dataset: Dataset) -> list[str]:
+    """The fields a target view can search by prefix: the key field, then each searchable field."""
+    return [dataset.shape.key] + [f.name for f in dataset.shape.fields if f.searchable]
+
+
+def _search_columns(dataset: Dataset) -> dict:
+    columns = {dataset.shape.key: dataset.key_col}
+    for field, col in zip(dataset.shape.fields, dataset.payload_cols):
+        if field.searchable:
+            columns[field.name] = col
+    return columns
+
+
+def target_search(dataset: Dataset, search: dict | None = None, key_prefix: str | None = None,
+                  name_prefix: str | None = None) -> dict[str, str]:
+    """One `{field: prefix}` of a view: `key_prefix` is the key field's, `name_prefix` the `name` field's.
+
+    Empty prefixes are dropped; a field that is neither the key nor searchable raises UnknownField.
+    """
+    merged = dict(search or {})
+    if key_prefix:
+        merged[dataset.shape.key] = key_prefix
+    if name_prefix:
+        merged["name"] = name_prefix
+    merged = {f: p for f, p in merged.items() if p}
+    allowed = _search_columns(dataset)
+    for field in merged:
+        if field not in allowed:
+            raise UnknownField(f"{field!r} is not a searchable field of the dataset {dataset.name!r}; "
+                               f"search by {', '.join(allowed)}")
+    return merged
+
+
+def _is_dense(conn: Connection, dataset: Dataset, condition) -> bool:
     """Whether a prefix matches DENSE_PREFIX rows or more (a capped count over its index range)."""
-    capped = select(Target.key).where(condition).limit(DENSE_PREFIX).subquery()
+    capped = select(dataset.key_col).where(condition).limit(DENSE_PREFIX).subquery()
     return conn.execute(select(func.count()).select_from(capped)).scalar() >= DENSE_PREFIX
 
 
-def _target_query(conn: Connection, key_prefix: str | None, name_prefix: str | None, sort: str):
-    query = select(Target.key, Target.name, Target.value, Target.ts, Target.updated_at, Target.run_id)
-    if not (storable(key_prefix) and storable(name_prefix)):
+def _unindexed(conn: Connection, column):
+    """`column` written as `+table.column`: SQLite will not use an index of it."""
+    quote = conn.dialect.identifier_preparer
+    return literal_column(f"+{quote.format_table(column.table)}.{quote.quote(column.name)}", type_=column.type)
+
+
+def _target_query(conn: Connection, dataset: Dataset, search: dict[str, str], sort: str):
+    table = dataset.table
+    query = select(*table.columns)
+    if not all(storable(p) for p in search.values()):
         return query.where(false())
-    leading = TARGET_SORTS[sort][0]
-    for column, prefix in ((Target.key, key_prefix), (Target.name, name_prefix)):
-        if not prefix:
-            continue
+    leading = target_sorts(dataset)[sort][0]
+    columns = _search_columns(dataset)
+    for field, prefix in search.items():
+        column = columns[field]
         condition = prefix_range(column, prefix)
-        if column is not leading and conn.dialect.name == "sqlite" and _is_dense(conn, condition):
+        if column is not leading and conn.dialect.name == "sqlite" and _is_dense(conn, dataset, condition):
             # SQLite's planner cannot tell a common prefix from a rare one and would sort every
             # match; a unary + keeps it from using this column's index, so it walks the sort's.
-            condition = prefix_range(literal_column(f"+target.{column.key}", type_=column.type), prefix)
+            condition = prefix_range(_unindexed(conn, column), prefix)
         query = query.where(condition)
     return query
 
 
-def _target_key(sort: str):
-    names = {"key": ("key",), "ts": ("ts", "key"), "value": ("value", "key"), "updated": ("updated_at", "key"),
-             "name": ("name", "key")}[sort]
+def _target_key(columns):
+    names = tuple(c.key for c in columns)
     return lambda row: tuple(row[n] for n in names)
 
 
-def _check_target_cursor(values, sort: str):
+def _cursor_type(column):
+    kind = column.type
+    if isinstance(kind, Boolean):
+        return (bool,)
+    if isinstance(kind, (Integer, BigInteger)):
+        return (int,)
+    if isinstance(kind, Float):
+        return (int, float)
+    return (str,)
+
+
+def _check_target_cursor(values, columns):
     if values is None:
         return None
-    for value, column in zip(values, TARGET_SORTS[sort]):
-        wanted = (int, float) if column is Target.value else str
-        if isinstance(value, bool) or not isinstance(value, wanted):
-            raise BadCursor("this page link is not valid any more; start from the first page")
+    for value, column in zip(values, columns):
+        if value is None and _nullable_lead(columns) and column is columns[0]:
+            continue
+        wanted = _cursor_type(column)
+        if value is None or (isinstance(value, bool) and bool not in wanted) or not isinstance(value, wanted):
+            raise BadCursor(_STALE)
     return values
 
 
-def target_page(conn: Connection, *, key_prefix: str | None = None, name_prefix: str | None = None,
-                sort: str = "key", descending: bool = False, cursor: str | None = None, before: str | None = None,
+def _view(conn: Connection, dataset, search, key_prefix, name_prefix, sort):
+    ds = resolve(conn, dataset)
+    sorts = target_sorts(ds)
+    sort = sort if sort in sorts else "key"
+    return ds, target_search(ds, search, key_prefix, name_prefix), sort, sorts[sort]
+
+
+def target_page(conn: Connection, dataset=None, *, search: dict[str, str] | None = None,
+                key_prefix: str | None = None, name_prefix: str | None = None, sort: str = "key",
+                descending: bool = False, cursor: str | None = None, before: str | None = None,
                 last: bool = False, limit: int | None = None) -> dict:
-    """A keyset page of the target table, filtered by key and name prefix, in the order of an index."""
-    sort = sort if sort in TARGET_SORTS else "key"
-    size = len(TARGET_SORTS[sort])
-    page = _page(conn, _target_query(conn, key_prefix, name_prefix, sort), TARGET_SORTS[sort], key_of=_target_key(sort),
-                 limit=_limit(limit), after=_check_target_cursor(decode_cursor(cursor, size), sort),
-                 before=_check_target_cursor(decode_cursor(before, size), sort), last=last, descending=descending)
-    page.update(sort=sort, descending=descending, key_prefix=key_prefix or "", name_prefix=name_prefix or "")
+    """A keyset page of a dataset's target table, searched by field prefixes, in the order of an index.
+
+    `search` maps the key field or a searchable field to a prefix (`key_prefix` and `name_prefix`
+    are the key's and `name`'s, as for events); an unknown sort is the key's.
+    """
+    ds, search, sort, columns = _view(conn, dataset, search, key_prefix, name_prefix, sort)
+    size = len(columns)
+    page = _page(conn, _target_query(conn, ds, search, sort), columns, key_of=_target_key(columns),
+                 limit=_limit(limit), after=_check_target_cursor(decode_cursor(cursor, size), columns),
+                 before=_check_target_cursor(decode_cursor(before, size), columns), last=last,
+                 descending=descending)
+    page.update(dataset=ds.name, sort=sort, descending=descending, search=search,
+                key_prefix=search.get(ds.shape.key, ""), name_prefix=search.get("name", ""),
+                columns=target_columns(ds))
     return page
 
 
-def iter_target(conn: Connection, *, key_prefix: str | None = None, name_prefix: str | None = None,
-                sort: str = "key", descending: bool = False, batch: int = 5000) -> Iterator[dict]:
+def iter_target(conn: Connection, dataset=None, *, search: dict[str, str] | None = None,
+                key_prefix: str | None = None, name_prefix: str | None = None, sort: str = "key",
+                descending: bool = False, batch: int = 5000) -> Iterator[dict]:
     """Every row of a target view in its order, read in keyset batches (for streamed exports)."""
-    sort = sort if sort in TARGET_SORTS else "key"
-    columns, key_of = TARGET_SORTS[sort], _target_key(sort)
-    sort_key = tuple_(*columns) if len(columns) > 1 else columns[0]
-    base = _target_query(conn, key_prefix, name_prefix, sort)
+    ds, search, sort, columns = _view(conn, dataset, search, key_prefix, name_prefix, sort)
+    key_of = _target_key(columns)
+    base = _target_query(conn, ds, search, sort)
     after = None
     while True:
-        query = base
-        if after is not None:
-            bound = tuple_(*after) if len(columns) > 1 else after[0]
-            query = query.where(sort_key < bound if descending else sort_key > bound)
-        query = query.order_by(*[c.desc() if descending else c.asc() for c in columns]).limit(batch)
-        rows = [dict(r._mapping) for r in conn.execute(query)]
+        rows = _read(conn, base, columns, forward=not descending, after=after, n=batch)
         yield from rows
         if len(rows) < batch:
             return
         after = key_of(rows[-1])
 
 
-def target_row(conn: Connection, key: str) -> dict | None:
-    """The target row of a key, or None."""
+def target_row(conn: Connection, key: str, dataset=None) -> dict | None:
+    """The target row of a key in a dataset, or None."""
+    ds = resolve(conn, dataset)
     if not storable(key):
         return None
-    row = conn.execute(select(Target).where(Target.key == key)).first()
+    row = conn.execute(select(*ds.table.columns).where(ds.key_col == key)).first()
     return dict(row._mapping) if row else None
 
 
@@ -332,24 +531,35 @@ def _newest_first(conn: Connection, query, id_column, cursor: str | None, limit:
             "first_page": after is None}
 
 
-def lineage_of_key(conn: Connection, key: str, *, cursor: str | None = None, limit: int | None = None) -> dict:
-    """A key's current target row and its timeline across runs, newest first, one keyset page at a time."""
-    query = select(Lineage).where(Lineage.key == key if storable(key) else false())
-    return {"key": key, "target": target_row(conn, key), **_newest_first(conn, query, Lineage.id, cursor, limit)}
+def lineage_of_key(conn: Connection, key: str, dataset=None, *, cursor: str | None = None,
+                   limit: int | None = None) -> dict:
+    """A key's current target row and its timeline across a dataset's runs, newest first, a keyset page at a time."""
+    ds = resolve(conn, dataset)
+    query = select(Lineage).where(Lineage.dataset == ds.name, Lineage.key == key if storable(key) else false())
+    return {"key": key, "dataset": ds.name, "target": target_row(conn, key, ds),
+            **_newest_first(conn, query, Lineage.id, cursor, limit)}
 
 
-def similar_keys(conn: Connection, key: str, limit: int = 10) -> list[str]:
-    """Target keys that start like `key` (for a key that was never seen)."""
+def similar_keys(conn: Connection, key: str, dataset=None, limit: int = 10) -> list[str]:
+    """Target keys of a dataset that start like `key` (for a key that was never seen)."""
+    ds = resolve(conn, dataset)
     stem = key[: max(1, len(key) - 2)]
     if not storable(stem):
         return []
-    rows = conn.execute(select(Target.key).where(prefix_range(Target.key, stem)).order_by(Target.key).limit(limit))
+    rows = conn.execute(select(ds.key_col).where(prefix_range(ds.key_col, stem)).order_by(ds.key_col).limit(limit))
     return [k for (k,) in rows]
 
 
 # --- dead letters ---------------------------------------------------------------------------------
 
-def _dead_letter_filter(query, *, error: str | None, status: str | None, run_id: int | None):
+def error_codes(dataset: Dataset) -> tuple[str, ...]:
+    """Every error code a dataset's records can get, in the order they are checked (SPEC §10)."""
+    payload = [code for f in dataset.shape.fields for code in (f"missing_{f.name}", f"invalid_{f.name}")]
+    return (*READER_CODES, "missing_key", "invalid_key", *payload, *VERSION_CODES)
+
+
+def _dead_letter_filter(query, *, dataset: str, error: str | None, status: str | None, run_id: int | None):
+    query = query.where(DeadLetter.dataset == dataset)
     if error:
         query = query.where(DeadLetter.error == error)
     if status:
@@ -359,64 +569,71 @@ def _dead_letter_filter(query, *, error: str | None, status: str | None, run_id:
     return query
 
 
-def dead_letters_page(conn: Connection, *, error: str | None = None, status: str | None = None,
+def dead_letters_page(conn: Connection, dataset=None, *, error: str | None = None, status: str | None = None,
                       run_id: int | None = None, cursor: str | None = None, before: str | None = None,
                       limit: int | None = None) -> dict:
-    """Dead letters newest first, filtered by error code, status and run, one keyset page at a time."""
+    """A dataset's dead letters newest first, filtered by error code, status and run, a keyset page at a time."""
+    name = resolve(conn, dataset).name
     query = _dead_letter_filter(
         select(DeadLetter.id, DeadLetter.run_id, DeadLetter.last_run_id, DeadLetter.pos, DeadLetter.line,
                DeadLetter.key, DeadLetter.error, DeadLetter.detail, DeadLetter.raw, DeadLetter.status,
                DeadLetter.created_at, DeadLetter.updated_at, DeadLetter.attempts, DeadLetter.sightings,
-               DeadLetter.outcome, DeadLetter.resolved_run_id, DeadLetter.reason),
-        error=error, status=status, run_id=run_id)
+               DeadLetter.outcome, DeadLetter.resolved_run_id, DeadLetter.reason, DeadLetter.dataset),
+        dataset=name, error=error, status=status, run_id=run_id)
     page = _page(conn, query, (DeadLetter.id,), key_of=lambda r: (r["id"],), limit=_limit(limit),
                  after=_one(decode_cursor(cursor, 1)), before=_one(decode_cursor(before, 1)), descending=True)
-    page.update(error=error, status=status, run_id=run_id)
+    page.update(dataset=name, error=error, status=status, run_id=run_id)
     return page
 
 
-def dead_letter_counts(conn: Connection, *, status: str | None = None, run_id: int | None = None) -> list[dict]:
-    """How many dead letters there are per error code (within a status and run)."""
-    query = _dead_letter_filter(select(DeadLetter.error, func.count().label("n")), error=None, status=status,
-                                run_id=run_id).group_by(DeadLetter.error).order_by(DeadLetter.error)
+def dead_letter_counts(conn: Connection, dataset=None, *, status: str | None = None,
+                       run_id: int | None = None) -> list[dict]:
+    """How many of a dataset's dead letters there are per error code (within a status and run)."""
+    name = resolve(conn, dataset).name
+    query = _dead_letter_filter(select(DeadLetter.error, func.count().label("n")), dataset=name, error=None,
+                                status=status, run_id=run_id).group_by(DeadLetter.error).order_by(DeadLetter.error)
     return [{"error": e, "n": n} for e, n in conn.execute(query)]
 
 
-def dead_letter_tallies(conn: Connection, *, run_id: int | None = None) -> dict:
-    """Dead letters per error code (any status) and per status, of one run or of all: cheap enough for a page.
+def dead_letter_tallies(conn: Connection, dataset=None, *, run_id: int | None = None) -> dict:
+    """A dataset's dead letters per error code (any status) and per status, of one run or of all.
 
-    Both are counted over the (error, id) and (status, id) indexes alone; a count per error code
-    within a status reads every row of that status, which at 50k dead letters costs more than a page.
+    Both are counted over the (dataset, error, id) and (dataset, status, id) indexes alone; a count
+    per error code within a status reads every row of that status, which at 50k dead letters costs
+    more than a page.
     """
-    by_status = _dead_letter_filter(select(DeadLetter.status, func.count().label("n")), error=None, status=None,
-                                    run_id=run_id).group_by(DeadLetter.status)
+    name = resolve(conn, dataset).name
+    by_status = _dead_letter_filter(select(DeadLetter.status, func.count().label("n")), dataset=name, error=None,
+                                    status=None, run_id=run_id).group_by(DeadLetter.status)
     statuses = dict(conn.execute(by_status).all())
-    return {"errors": dead_letter_counts(conn, run_id=run_id),
+    return {"errors": dead_letter_counts(conn, name, run_id=run_id),
             "statuses": [{"status": s, "n": statuses.get(s, 0)} for s in DEAD_LETTER_STATUSES],
             "total": sum(statuses.values())}
 
 
-def dead_letter_count(conn: Connection, *, error: str | None = None, status: str | None = None,
+def dead_letter_count(conn: Connection, dataset=None, *, error: str | None = None, status: str | None = None,
                       run_id: int | None = None) -> int:
-    """How many dead letters a filter selects (what a bulk action would touch)."""
-    query = _dead_letter_filter(select(func.count()).select_from(DeadLetter), error=error, status=status,
-                                run_id=run_id)
+    """How many of a dataset's dead letters a filter selects (what a bulk action would touch)."""
+    query = _dead_letter_filter(select(func.count()).select_from(DeadLetter), dataset=resolve(conn, dataset).name,
+                                error=error, status=status, run_id=run_id)
     return conn.execute(query).scalar()
 
 
-def dead_letter_ids(conn: Connection, *, error: str | None = None, status: str | None = None,
+def dead_letter_ids(conn: Connection, dataset=None, *, error: str | None = None, status: str | None = None,
                     run_id: int | None = None) -> list[int]:
-    """The ids of every dead letter a filter selects, oldest first (for bulk actions)."""
-    query = _dead_letter_filter(select(DeadLetter.id), error=error, status=status, run_id=run_id)
+    """The ids of every dead letter of a dataset a filter selects, oldest first (for bulk actions)."""
+    query = _dead_letter_filter(select(DeadLetter.id), dataset=resolve(conn, dataset).name, error=error,
+                                status=status, run_id=run_id)
     return [i for (i,) in conn.execute(query.order_by(DeadLetter.id))]
 
 
-def iter_dead_letters(conn: Connection, *, error: str | None = None, status: str | None = None,
+def iter_dead_letters(conn: Connection, dataset=None, *, error: str | None = None, status: str | None = None,
                       run_id: int | None = None, batch: int = 2000) -> Iterator[dict]:
-    """Every dead letter a filter selects, newest first, in keyset batches (for streamed exports)."""
+    """Every dead letter of a dataset a filter selects, newest first, in keyset batches (for streamed exports)."""
+    name = resolve(conn, dataset).name
     cursor = None
     while True:
-        page = dead_letters_page(conn, error=error, status=status, run_id=run_id, cursor=cursor, limit=batch)
+        page = dead_letters_page(conn, name, error=error, status=status, run_id=run_id, cursor=cursor, limit=batch)
         yield from page["rows"]
         cursor = page["next"]
         if cursor is None:
@@ -424,7 +641,7 @@ def iter_dead_letters(conn: Connection, *, error: str | None = None, status: str
 
 
 def dead_letter(conn: Connection, dl_id: int) -> dict | None:
-    """One dead letter with its history: every lineage entry about it, and what its retries did."""
+    """One dead letter (of any dataset: its row names it) with every lineage entry about it and its retries."""
     row = conn.execute(select(DeadLetter).where(DeadLetter.id == dl_id)).first()
     if row is None:
         return None
@@ -443,10 +660,14 @@ def dead_letter(conn: Connection, dl_id: int) -> dict | None:
 
 # --- watermarks -----------------------------------------------------------------------------------
 
-def watermark_page(conn: Connection, *, cursor: str | None = None, limit: int | None = None,
-                   name: str = WATERMARK) -> dict:
-    """The watermark's current value and its history, newest first, one keyset page at a time."""
+def watermark_page(conn: Connection, dataset=None, *, cursor: str | None = None, limit: int | None = None,
+                   name: str | None = None) -> dict:
+    """A dataset's watermark (or the one called `name`): its value and history, newest first, a keyset page at a time."""
+    ds = resolve(conn, dataset) if name is None or dataset is not None else None
+    name = ds.watermark if name is None else name
     row = conn.execute(select(Watermark).where(Watermark.name == name)).first()
+    dataset_name = ds.name if ds is not None else (row.dataset if row is not None else None)
     query = select(WatermarkHistory).where(WatermarkHistory.name == name)
-    return {"name": name, "value": row.value if row else None, "updated_at": row.updated_at if row else None,
+    return {"name": name, "dataset": dataset_name, "value": row.value if row else None,
+            "updated_at": row.updated_at if row else None,
             **_newest_first(conn, query, WatermarkHistory.id, cursor, limit)}

@@ -5,6 +5,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, TimeoutError
 from werkzeug.exceptions import InternalServerError
 
 from ..config import redact
+from ..datasets.registry import DatasetError
 from ..formatting import human_bytes
 from ..queries import BadCursor
 
@@ -43,6 +44,15 @@ def init_app(app: Flask) -> None:
     def csrf_error(exc):
         return render_error(400, "Form expired", "The form was missing its security token or it had expired. "
                             "Go back, reload the page and submit again.")
+
+    @app.errorhandler(DatasetError)
+    def dataset_error(exc):
+        # Views catch what they expect; one that escapes is a dataset named in a link or a view's filter.
+        if exc.code == "not_found":
+            return render_error(404, "No such dataset", str(exc), code="unknown_dataset")
+        if exc.code == "archived":
+            return render_error(409, "Dataset archived", str(exc), code="archived")
+        return render_error(409 if exc.code == "conflict" else 400, "Dataset not changed", str(exc), code=exc.code)
 
     @app.errorhandler(BadCursor)
     def bad_cursor(exc):

@@ -1,15 +1,21 @@
 """The filters of the target, dead-letter and run views: one parser each, used by the pages and the API.
 
-Each view is a marshmallow schema. The API loads it strictly (a bad value answers 400); a page loads it
+Each view is a marshmallow schema of one dataset (`dataset`, default events), checked against its
+shape: its sorts, searchable fields and error codes. A name that is no dataset raises DatasetError
+("not_found") out of `load` (the pages answer 404, the API 404 `unknown_dataset`). The API loads it strictly (a bad value answers 400); a page loads it
 leniently (a bad value is dropped, so a hand-edited link shows the unfiltered view instead of an error).
 Both trim the whitespace around a key or name prefix, as keys are stored trimmed, and treat an empty
 prefix as no filter.
 """
 import re
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
+from flask import g, has_app_context
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
 
 from .. import queries
+from ..datasets.registry import DEFAULT, Dataset, DatasetError, get_dataset
+from ..datasets.shape import FIELD_RE, NAME_RE
+from ..extensions import db
 
 MAX_ID = 2 ** 63 - 1
 # No NUL (no key or name holds one, PostgreSQL text cannot) and no lone surrogate (not UTF-8).
@@ -77,34 +83,109 @@ def _prefix(value: str | None) -> str | None:
     return value or None
 
 
+# `search[FIELD]=PREFIX` in a query string (OpenAPI's deepObject style): a prefix per searchable field.
+SEARCH_PARAM = re.compile(r"search\[([a-z_][a-z0-9_]{0,62})\]")
+
+
+def search_param(field: str) -> str:
+    """The query-string name of the prefix search on `field`."""
+    return f"search[{field}]"
+
+
+def current_dataset(name: str | None) -> Dataset:
+    """The dataset a view names (None: events): the request's own when it is that one, else looked up.
+
+    Raises DatasetError("not_found") for a name that is no dataset (also one that could never be one).
+    """
+    name = name or DEFAULT
+    known = g.get("dataset") if has_app_context() else None
+    if known is not None and known.name == name:
+        return known
+    if not re.fullmatch(NAME_RE, name):
+        raise DatasetError("not_found", f"there is no dataset {name[:100]!r}")
+    with db.engine.connect() as conn:
+        return get_dataset(conn, name)
+
+
+def dataset_field(**kwargs) -> fields.String:
+    """The `dataset` query parameter: a dataset's name; absent means events."""
+    return fields.String(load_default=DEFAULT, metadata={
+        "description": "The dataset (default `events`); an unknown one answers 404 `unknown_dataset`.",
+        "pattern": NAME_RE}, **kwargs)
+
+
 class TargetView(Schema):
-    """The target view: key and name prefixes (trimmed; empty means all), sort column and direction."""
+    """The target view of a dataset: prefix searches (trimmed; empty means all), sort and direction.
+
+    `key` is the key field's prefix and `name` the `name` field's (events' two searches, kept for
+    every URL of today); `search[FIELD]` is any searchable field's. Sort and searches are checked
+    against the dataset's shape: each sortable field's name is a sort, besides `key`, the version
+    field's name and `updated`.
+    """
 
     class Meta:
         unknown = EXCLUDE
 
+    dataset = dataset_field()
     key = text(256, metadata={"description": "Key prefix (surrounding whitespace ignored)."})
-    name = text(1024, metadata={"description": "Name prefix (surrounding whitespace ignored)."})
-    sort = fields.String(load_default="key", validate=validate.OneOf(list(queries.TARGET_SORTS)),
-                         metadata={"description": "Sort column."})
+    name = text(1024, metadata={"description": "Prefix of the `name` field (events; surrounding whitespace "
+                                               "ignored)."})
+    search = fields.Dict(keys=fields.String(validate=validate.Regexp(FIELD_RE)),
+                         values=text(1024), metadata={
+                             "description": "`search[FIELD]=PREFIX`: a prefix of the key field or of a searchable "
+                                            "field (surrounding whitespace ignored).",
+                             "style": "deepObject", "explode": True})
+    sort = fields.String(load_default="key", validate=validate.Regexp(FIELD_RE),
+                         metadata={"description": "Sort: `key`, the version field, a sortable field, or `updated`."})
     order = fields.String(load_default="asc", validate=validate.OneOf(["asc", "desc"]),
                           metadata={"description": "Sort direction."})
 
+    @pre_load
+    def _gather_search(self, data, **kwargs):
+        data = {k: data[k] for k in data}
+        search = {m.group(1): v for k, v in data.items() if (m := SEARCH_PARAM.fullmatch(k))}
+        if search:
+            data["search"] = search
+        return data
+
     @post_load
     def _view(self, data, **kwargs):
-        view = {"key_prefix": _prefix(data.pop("key", None)), "name_prefix": _prefix(data.pop("name", None)),
-                "sort": data.pop("sort"), "descending": data.pop("order") == "desc"}
+        ds = current_dataset(data.pop("dataset"))
+        search = {f: p for f, v in (data.pop("search", None) or {}).items() if (p := _prefix(v))}
+        key, name = _prefix(data.pop("key", None)), _prefix(data.pop("name", None))
+        sort, descending = data.pop("sort"), data.pop("order") == "desc"
+        errors = {}
+        if sort not in queries.target_sorts(ds):
+            errors["sort"] = [f"{ds.name} sorts by {', '.join(queries.target_sorts(ds))}"]
+        searchable = queries.searchable_fields(ds)
+        for field in search:
+            if field not in searchable:
+                errors[search_param(field)] = [(f"{field!r} is not searchable in {ds.name}: search by "
+                                               f"{', '.join(searchable)}")]
+        if name and "name" not in searchable:
+            errors["name"] = [f"{ds.name} has no searchable field 'name'"]
+        if errors:
+            raise ValidationError(errors)
+        if key:
+            search[ds.shape.key] = key
+        if name:
+            search["name"] = name
+        view = {"dataset": ds, "search": search, "sort": sort, "descending": descending}
         return {**data, "view": view}
 
 
+_ERROR_CODE = re.compile(r"^[a-z_][a-z0-9_]{0,79}$")
+
+
 class DeadLetterView(Schema):
-    """The dead-letter view: error code, status and the run that first saw them."""
+    """The dead-letter view of a dataset: error code (one of the dataset's), status and the run that first saw them."""
 
     class Meta:
         unknown = EXCLUDE
 
-    error = fields.String(validate=validate.OneOf(list(queries.ERROR_CODES)),
-                          metadata={"description": "Only this error code."})
+    dataset = dataset_field()
+    error = fields.String(validate=validate.Regexp(_ERROR_CODE.pattern),
+                          metadata={"description": "Only this error code (one of the dataset's)."})
     status = fields.String(validate=validate.OneOf(list(queries.DEAD_LETTER_STATUSES)),
                            metadata={"description": "Only this status."})
     run = Int(text=True, validate=validate.Range(1, MAX_ID),
@@ -112,30 +193,38 @@ class DeadLetterView(Schema):
 
     @post_load
     def _view(self, data, **kwargs):
-        view = {"error": data.pop("error", None), "status": data.pop("status", None),
-                "run_id": data.pop("run", None)}
+        ds = current_dataset(data.pop("dataset"))
+        error = data.pop("error", None)
+        if error is not None and error not in queries.error_codes(ds):
+            raise ValidationError({"error": [f"not an error code of {ds.name}"]})
+        view = {"dataset": ds, "error": error, "status": data.pop("status", None), "run_id": data.pop("run", None)}
         return {**data, "view": view}
 
 
 class RunsView(Schema):
-    """The run history view: one status."""
+    """The run history view of a dataset: one status."""
 
     class Meta:
         unknown = EXCLUDE
 
+    dataset = dataset_field()
     status = fields.String(validate=validate.OneOf(list(queries.RUN_STATUSES)),
                            metadata={"description": "Only runs in this status."})
 
     @post_load
     def _view(self, data, **kwargs):
-        view = {"status": data.pop("status", None)}
+        view = {"dataset": current_dataset(data.pop("dataset")), "status": data.pop("status", None)}
         return {**data, "view": view}
 
 
 def lenient(schema: type[Schema], args) -> dict:
-    """A page's view: the fields of `args` that parse, the defaults for the others."""
+    """A page's view: the fields of `args` that parse, the defaults for the others.
+
+    An unknown dataset is not a bad value: DatasetError goes up (the page answers 404).
+    """
     data = {k: v for k, v in dict(args).items() if v not in ("", None)}
     try:
         return schema().load(data)["view"]
     except ValidationError as exc:
-        return schema().load({k: v for k, v in data.items() if k not in exc.messages})["view"]
+        bad = set(exc.messages) | ({k for k in data if SEARCH_PARAM.fullmatch(k)} if "search" in exc.messages else set())
+        return schema().load({k: v for k, v in data.items() if k not in bad})["view"]
