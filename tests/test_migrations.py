@@ -97,3 +97,121 @@ def test_processes_starting_at_once_on_a_fresh_sqlite_database_all_migrate(tmp_p
              for _ in range(4)]
     results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
     assert all(rc == 0 for rc, _ in results), [err for _, err in results]
+
+
+# Rows as the code of revision 0001 wrote them: one in every table, with plain SQL.
+_ROWS_AT_0001 = {
+    "runs": [
+        ("INSERT INTO runs (kind, status, source_name, options, queued_at, finished_at, cancel_requested, "
+        "input_records, skipped, rejected, staged, superseded, inserted, updated, unchanged, stale, dead_letters, "
+        "lineage_entries, watermark_after) VALUES ('upload', 'succeeded', 'a.json', '{}', '2025-01-01T00:00:00.000000', "
+        "'2025-01-01T00:00:01.000000', false, 3, 0, 1, 2, 0, 2, 0, 0, 0, 1, 3, '2025-01-15T12:00:00')"),
+        ("INSERT INTO runs (kind, status, options, queued_at, cancel_requested, input_records, skipped, rejected, "
+        "staged, superseded, inserted, updated, unchanged, stale, dead_letters, lineage_entries, retry_of_id) "
+        "VALUES ('retry', 'queued', '{}', '2025-01-02T00:00:00.000000', false, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1)"),
+    ],
+    "target": [
+        ("INSERT INTO target (key, name, value, ts, updated_at, run_id) VALUES "
+        "('k1', 'first', 1.5, '2025-01-15T12:00:00', '2025-01-01T00:00:01.000000', 1), "
+        "('k2', 'second', -2, '2025-01-14T12:00:00', '2025-01-01T00:00:01.000000', 1)"),
+    ],
+    "dead_letters": [
+        "INSERT INTO dead_letters (run_id, last_run_id, pos, line, key, error, detail, raw, fingerprint, status, "
+        "created_at, updated_at, attempts, sightings) VALUES (1, 1, 2, 4, 'k3', 'invalid_value', "
+        "'value ''x'' is not a number', '{\"key\": \"k3\", \"value\": \"x\"}', '" + "f" * 64 + "', 'open', "
+        "'2025-01-01T00:00:01.000000', '2025-01-01T00:00:01.000000', 0, 1)",
+    ],
+    "lineage": [
+        ("INSERT INTO lineage (run_id, pos, line, key, step, at, detail) VALUES "
+        "(1, 0, 2, 'k1', 'inserted', '2025-01-01T00:00:01.000000', ''), "
+        "(1, 1, 3, 'k2', 'inserted', '2025-01-01T00:00:01.000000', ''), "
+        "(1, 2, 4, 'k3', 'rejected', '2025-01-01T00:00:01.000000', 'invalid_value')"),
+    ],
+    "watermarks": [
+        ("INSERT INTO watermarks (name, value, updated_at) VALUES ('events_ts', '2025-01-15T12:00:00', "
+        "'2025-01-01T00:00:01.000000')"),
+    ],
+    "watermark_history": [
+        ("INSERT INTO watermark_history (name, old_value, new_value, at, via, run_id) VALUES "
+        "('events_ts', NULL, '2025-01-15T12:00:00', '2025-01-01T00:00:01.000000', 'pipeline', 1)"),
+    ],
+}
+_ORDER = {"target": "key", "watermarks": "name"}
+
+
+def _at_0001_with_rows(engine) -> dict:
+    """Migrate to 0001, write a row or more in every table, and return them as read back."""
+    config = alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+    with engine.begin() as conn:
+        for statements in _ROWS_AT_0001.values():
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+    return _rows(engine)
+
+
+def _rows(engine, columns_of: dict | None = None) -> dict:
+    with engine.connect() as conn:
+        return {
+            table: [row._asdict() for row in conn.exec_driver_sql(
+                f"SELECT {', '.join(columns_of[table]) if columns_of else '*'} FROM {table} "
+                f"ORDER BY {_ORDER.get(table, 'id')}")]
+            for table in _ROWS_AT_0001
+        }
+
+
+def test_upgrading_a_database_with_data_keeps_every_row_and_gives_it_to_events(empty_engine):
+    from app.datasets.registry import get_dataset, list_datasets, shape_versions
+    from app.datasets.shape import EVENTS_SHAPE
+
+    before = _at_0001_with_rows(empty_engine)
+    assert all(before[table] for table in _ROWS_AT_0001)
+    upgrade(empty_engine)
+    assert differences(empty_engine) == []
+
+    after = _rows(empty_engine, {table: list(rows[0]) for table, rows in before.items()})
+    assert after == before
+    with empty_engine.connect() as conn:
+        for table in ("runs", "dead_letters", "lineage", "watermarks", "watermark_history"):
+            assert fetch(conn, f"SELECT DISTINCT dataset FROM {table}") == [("events",)], table
+        assert fetch(conn, "SELECT shape_version FROM runs") == [(None,), (None,)]
+        events = get_dataset(conn)
+        assert (events.name, events.version, events.shape, events.table.name, events.watermark) == (
+            "events", 1, EVENTS_SHAPE, "target", "events_ts")
+        assert events.archived_at is None
+        assert [d.name for d in list_datasets(conn)] == ["events"]
+        [first] = shape_versions(conn, "events")
+        assert (first["version"], first["shape"], first["changes"]) == (1, EVENTS_SHAPE.to_dict(), ["created"])
+        # A row written now without naming a dataset belongs to events, and codes up to 80 characters fit.
+        with conn.begin():
+            conn.exec_driver_sql(
+                "INSERT INTO dead_letters (run_id, last_run_id, pos, error, detail, raw, fingerprint, status, "
+                "created_at, updated_at, attempts, sightings) VALUES (2, 2, 0, '" + "x" * 80 + "', '', '{}', "
+                "'" + "e" * 64 + "', 'open', '2025-01-02T00:00:00.000000', '2025-01-02T00:00:00.000000', 0, 1)")
+        assert fetch(conn, "SELECT dataset, length(error) FROM dead_letters WHERE run_id = 2") == [
+            ("events", 80)]
+
+
+def test_downgrading_to_0001_keeps_the_rows_and_refuses_while_other_datasets_exist(empty_engine):
+    from app.datasets.registry import create_dataset
+
+    before = _at_0001_with_rows(empty_engine)
+    upgrade(empty_engine)
+    config = alembic_config()
+    with empty_engine.connect() as conn:
+        create_dataset(conn, "orders", {"key": "id", "version": "at", "fields": []})
+    with empty_engine.begin() as conn, pytest.raises(RuntimeError, match="datasets other than events exist: orders"):
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0001")
+    assert "datasets" in inspect(empty_engine).get_table_names()
+
+    with empty_engine.begin() as conn:  # what an operator does first: the dataset's catalogue rows go
+        conn.exec_driver_sql("DELETE FROM datasets WHERE name = 'orders'")
+    with empty_engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0001")
+    assert not {"datasets", "dataset_versions"} & set(inspect(empty_engine).get_table_names())
+    assert "dataset" not in {c["name"] for c in inspect(empty_engine).get_columns("runs")}
+    assert _rows(empty_engine) == before

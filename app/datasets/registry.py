@@ -18,7 +18,7 @@ from ..models import Dataset as DatasetRow
 from ..models import DatasetVersion, Watermark
 from ..pipeline.validate import now_text
 from . import tables
-from .shape import EVENTS_SHAPE, NAME_RE, Shape, ShapeError, check_evolution, parse_shape
+from .shape import NAME_RE, Shape, ShapeError, check_evolution, parse_shape
 
 DEFAULT = tables.DEFAULT
 WATERMARK_MAX = 64  # watermarks.name

@@ -137,7 +137,9 @@ def downgrade():
                               existing_nullable=False)
         batch_op.drop_column('dataset')
 
-    with op.batch_alter_table('runs', schema=None) as batch_op:
+    # Not rebuilt on SQLite: runs refer to runs (retry_of_id), so dropping the old copy of the table
+    # would fail its foreign keys. ALTER TABLE … DROP COLUMN (SQLite 3.35) needs no copy.
+    with op.batch_alter_table('runs', schema=None, recreate='never') as batch_op:
         batch_op.drop_index('ix_runs_dataset_status_id')
         batch_op.drop_index('ix_runs_dataset_id')
         batch_op.drop_column('shape_version')
