@@ -83,17 +83,18 @@ class _Seen:
                 self.key_ok = False
                 return
             self.longest = max(self.longest, len(text))
-            if find_bad_char(text):
+            if (not text.isascii() or "\x00" in text) and find_bad_char(text):
                 self.bad_text += 1
                 self.key_ok = False
             if is_decimal(text):
                 self.decimals += 1
                 if _is_integer(text):
                     self.integers += 1
-            if parse_ts(text) is None:
-                self.other_text += 1
-            else:
+            # One string that is not a timestamp settles it: the rest need no parsing.
+            if not self.other_text and parse_ts(text) is not None:
                 self.timestamps += 1
+            else:
+                self.other_text += 1
             if self.key_ok:
                 if len(text) > KEY_MAX_LENGTH or text in self.keys:
                     self.key_ok = False
