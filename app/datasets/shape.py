@@ -190,11 +190,7 @@ def _place(path) -> str:
 
 
 def _what(value) -> str:
-    if isinstance(value, str):
-        return show(value)
-    if value is None:
-        return "null"
-    return show(value)
+    return "null" if value is None else show(value)
 
 
 def _schema_message(error, data) -> str:
@@ -241,7 +237,7 @@ def _strings_only(place: str, option: str, item: dict) -> str:
     return f"{place}.{option} is only for strings, and {show(item.get('name'))} is {item.get('type')}"
 
 
-def _check_name(name: str, place: str, seen: dict) -> None:
+def _check_name(name: str, place: str, seen: dict, role: str) -> None:
     if not re.fullmatch(FIELD_RE, name):  # the schema's pattern lets a trailing newline through
         raise ShapeError(f"{place}: {show(name)} is not a valid field name ({_FIELD_NAME})")
     if name in RESERVED or name.startswith(RESERVED_PREFIX):
@@ -249,7 +245,7 @@ def _check_name(name: str, place: str, seen: dict) -> None:
                          "(names starting with sluice_ are the table's own columns)")
     if name in seen:
         raise ShapeError(f"{place}: {show(name)} is already the name of {seen[name]}")
-    seen[name] = place
+    seen[name] = role
 
 
 def parse_shape(data) -> Shape:
@@ -274,20 +270,12 @@ def _parse(data) -> Shape:
     if errors:
         raise ShapeError(_schema_message(errors[0], data))
     seen: dict[str, str] = {}
-    _check_name(data["key"], "key", seen)
-    seen[data["key"]] = "the key field"
-    _check_name(data["version"], "version", seen)
-    seen[data["version"]] = "the version field"
+    _check_name(data["key"], "key", seen, "the key field")
+    _check_name(data["version"], "version", seen, "the version field")
     fields = []
     for i, item in enumerate(data["fields"]):
-        place = f"fields[{i}]"
-        _check_name(item["name"], f"{place}.name", seen)
-        seen[item["name"]] = place
-        type_ = item["type"]
-        if type_ != "string":
-            for option in ("max_length", "searchable"):
-                if option in item and (option == "max_length" or item[option]):
-                    raise ShapeError(_strings_only(place, option, item))
+        _check_name(item["name"], f"fields[{i}].name", seen, f"fields[{i}]")
+        type_ = item["type"]  # the schema has refused max_length and searchable on other types
         fields.append(Field(
             name=item["name"],
             type=type_,
