@@ -9,6 +9,9 @@ cancel before that is written here too. Readers that list
 or show runs add `pending_runs` (the intake's rows not yet in `runs`), so a run is visible as queued
 on its page and in the API from the moment its upload is accepted. PostgreSQL needs no intake:
 there recording a run never waits for an apply.
+
+Every row names its run's dataset; an intake file written before datasets existed gets the
+column (every row `events`) when it is opened.
 """
 import threading
 from collections.abc import Callable
@@ -44,6 +47,7 @@ intake_runs = Table(
     "intake_runs", _meta,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("kind", String(16), nullable=False),
+    Column("dataset", String(40), nullable=False, server_default="events"),
     Column("status", String(16), nullable=False),  # queued, claimed (being moved), cancelled
     Column("options", Text, nullable=False),
     Column("source_name", Text), Column("source_size", BigInteger), Column("source_sha256", String(64)),
@@ -59,6 +63,7 @@ _RUN_DEFAULTS = {c.name: (c.default.arg if c.default is not None and not callabl
                  for c in Run.__table__.columns}
 _lock = threading.Lock()
 _intakes: dict[str, "Intake"] = {}
+ALL = "*"  # pending_runs(conn, dataset=ALL): the runs of every dataset
 
 
 def intake_for(engine: Engine) -> "Intake | None":
@@ -85,6 +90,7 @@ class Intake:
         # otherwise each read "no table" and then fail to upgrade their read to a write ("locked").
         with self.engine.connect() as conn, write_transaction(conn):
             _meta.create_all(conn)
+            _add_missing_columns(conn)
 
     def next_id(self, conn: Connection) -> int:
         """Hand out the next run id (inside a write transaction of the intake)."""
@@ -204,12 +210,17 @@ class Intake:
             with self.engine.connect() as conn, write_transaction(conn):
                 conn.execute(delete(intake_runs).where(intake_runs.c.id.in_(ids)))
 
-    def pending(self, conn: Connection, run_ids: list[int] | None = None) -> list[dict]:
-        """This intake's runs not yet in `runs` (read on `conn`, the main database), newest first."""
+    def pending(self, conn: Connection, run_ids: list[int] | None = None, dataset="events") -> list[dict]:
+        """This intake's runs not yet in `runs` (read on `conn`, the main database), newest first.
+
+        Only `dataset`'s (a name, a Dataset, None for events, or ALL), unless `run_ids` asks for runs by id.
+        """
         with self.engine.connect() as ic:
             query = select(intake_runs).order_by(intake_runs.c.id.desc())
             if run_ids is not None:
                 query = query.where(intake_runs.c.id.in_(run_ids))
+            elif dataset != ALL:
+                query = query.where(intake_runs.c.dataset == (getattr(dataset, "name", dataset) or "events"))
             rows = [dict(r._mapping) for r in ic.execute(query)]
         if not rows:
             return []
@@ -225,10 +236,21 @@ def as_run(row: dict) -> dict:
     return {**_RUN_DEFAULTS, **values}
 
 
-def pending_runs(conn: Connection, run_ids: list[int] | None = None) -> list[dict]:
-    """Runs recorded in the intake and not yet in `runs`, newest first (none on PostgreSQL)."""
+def pending_runs(conn: Connection, run_ids: list[int] | None = None, dataset="events") -> list[dict]:
+    """Runs recorded in the intake and not yet in `runs`, newest first (none on PostgreSQL).
+
+    Lists `dataset`'s runs (a name, a Dataset, None for events, or ALL for every dataset's);
+    with `run_ids`, the runs of those ids whatever their dataset. Each row names its `dataset`.
+    """
     intake = intake_for(conn.engine)
-    return intake.pending(conn, run_ids) if intake is not None else []
+    return intake.pending(conn, run_ids, dataset) if intake is not None else []
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Add the columns a later Sluice gave `intake_runs` to an intake file made before them."""
+    have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(intake_runs)")}
+    if "dataset" not in have:
+        conn.exec_driver_sql("ALTER TABLE intake_runs ADD COLUMN dataset VARCHAR(40) NOT NULL DEFAULT 'events'")
 
 
 def intake_paths(engine: Engine):

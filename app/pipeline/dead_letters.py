@@ -1,4 +1,9 @@
-"""Operator actions on dead letters: reprocess (as a run of its own), discard, reopen."""
+"""Operator actions on dead letters: reprocess (as a run of its own), discard, reopen.
+
+A dead letter belongs to the dataset whose run rejected it: a reprocess retries dead letters of one
+dataset (its run loads into that dataset and validates by its shape), and the same-record merge on
+reopen only joins dead letters of one dataset.
+"""
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
@@ -52,9 +57,11 @@ def _record_of(row) -> tuple[object, str | None]:
 
 def reprocess(conn: Connection, ids: list[int], *, edited=None, settings: Settings | None = None,
               worker: str | None = None, supervise: Supervisor | None = None) -> dict:
-    """Retry open dead letters as one run of kind `reprocess`; `edited` replaces the record of a single one.
+    """Retry open dead letters of one dataset as one run of kind `reprocess`; `edited` replaces the record of a single one.
 
-    The run ignores the watermark and keeps the stale rule. Returns the run's summary.
+    The run belongs to the dead letters' dataset, ignores the watermark and keeps the stale rule.
+    Returns the run's summary; raises DeadLetterError for a selection of several datasets and
+    registry.DatasetError when the dataset is archived.
     """
     ids = list(dict.fromkeys(int(i) for i in ids))
     if not ids:
@@ -69,6 +76,11 @@ def reprocess(conn: Connection, ids: list[int], *, edited=None, settings: Settin
     closed = [i for i in ids if rows[i].status != "open"]
     if closed:
         raise DeadLetterError(f"dead letter {closed[0]} is {rows[closed[0]].status}; only open ones can be reprocessed")
+    datasets = sorted({rows[i].dataset for i in ids})
+    if len(datasets) > 1:
+        raise DeadLetterError(f"the selected dead letters belong to {len(datasets)} datasets "
+                              f"({', '.join(datasets)}); reprocess the dead letters of one dataset at a time",
+                              "invalid")
     items, dl_ids = [], {}
     for pos, dl_id in enumerate(ids, start=1):
         record, text = (edited, None) if edited is not None else _record_of(rows[dl_id])
@@ -76,7 +88,7 @@ def reprocess(conn: Connection, ids: list[int], *, edited=None, settings: Settin
         dl_ids[pos] = dl_id
     run_id = create_run(conn, kind="reprocess", options=Options(ignore_watermark=True),
                         source_name=f"dead letter {ids[0]}" if len(ids) == 1 else f"{len(ids)} dead letters",
-                        dead_letter_id=ids[0] if len(ids) == 1 else None, worker=worker)
+                        dead_letter_id=ids[0] if len(ids) == 1 else None, worker=worker, dataset=datasets[0])
     return execute_run(conn, run_id, lambda: iter(items), settings=settings, dl_ids=dl_ids, supervise=supervise)
 
 
@@ -101,25 +113,26 @@ def _change_status(conn: Connection, ids: list[int], *, frm: str, to: str, step:
         for i in range(0, len(ids), _CHUNK):
             conn.execute(update(DeadLetter).where(DeadLetter.id.in_(ids[i:i + _CHUNK])).values(**values))
         conn.execute(insert(Lineage), [
-            {"run_id": None, "pos": r.pos, "line": r.line, "key": r.key or "", "step": step, "at": now,
-             "detail": detail, "dead_letter_id": r.id, "actor": actor} for r in rows])
+            {"dataset": r.dataset, "run_id": None, "pos": r.pos, "line": r.line, "key": r.key or "", "step": step,
+             "at": now, "detail": detail, "dead_letter_id": r.id, "actor": actor} for r in rows])
         if then is not None:
             then(conn, rows, now, actor)
     return len(rows)
 
 
 def _merge_same_records(conn: Connection, rows: list, now: str, actor: str | None) -> None:
-    """Merge open dead letters of one raw record and error (SPEC §4): the oldest stays open with every sighting.
+    """Merge open dead letters of one dataset, raw record and error (SPEC §4): the oldest stays open with every sighting.
 
     The others are discarded with a reason naming it and keep no sighting, so none is counted twice.
     """
-    fingerprints = sorted({r.fingerprint for r in rows})
-    groups: dict[str, list] = {}
-    for i in range(0, len(fingerprints), _CHUNK):
-        for r in conn.execute(select(DeadLetter).where(
-                DeadLetter.fingerprint.in_(fingerprints[i:i + _CHUNK]), DeadLetter.status == "open")
-                .order_by(DeadLetter.id)):
-            groups.setdefault(r.fingerprint, []).append(r)
+    groups: dict[tuple[str, str], list] = {}
+    for dataset in sorted({r.dataset for r in rows}):
+        fingerprints = sorted({r.fingerprint for r in rows if r.dataset == dataset})
+        for i in range(0, len(fingerprints), _CHUNK):
+            for r in conn.execute(select(DeadLetter).where(
+                    DeadLetter.dataset == dataset, DeadLetter.fingerprint.in_(fingerprints[i:i + _CHUNK]),
+                    DeadLetter.status == "open").order_by(DeadLetter.id)):
+                groups.setdefault((dataset, r.fingerprint), []).append(r)
     merged = []
     for oldest, *others in (g for g in groups.values() if len(g) > 1):
         last_runs = [r.last_run_id for r in (oldest, *others) if r.last_run_id is not None]
@@ -131,9 +144,9 @@ def _merge_same_records(conn: Connection, rows: list, now: str, actor: str | Non
         merged += [(r, oldest.id) for r in others]
     if merged:
         conn.execute(insert(Lineage), [
-            {"run_id": None, "pos": r.pos, "line": r.line, "key": r.key or "", "step": "discarded", "at": now,
-             "detail": f"merged into dead letter {into}: the same record and error", "dead_letter_id": r.id,
-             "actor": actor} for r, into in merged])
+            {"dataset": r.dataset, "run_id": None, "pos": r.pos, "line": r.line, "key": r.key or "",
+             "step": "discarded", "at": now, "detail": f"merged into dead letter {into}: the same record and error",
+             "dead_letter_id": r.id, "actor": actor} for r, into in merged])
 
 
 def discard(conn: Connection, ids: list[int], *, reason: str | None = None, actor: str | None = None) -> int:

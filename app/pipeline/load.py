@@ -1,14 +1,15 @@
 """Loading a staged run: in-run dedup, outcome per record, then one set-based apply.
 
 `prepare` and `classify` only read the main database; `apply` writes target, dead letters,
-lineage and watermark, and is meant to run inside `write_transaction`.
+lineage and watermark, and is meant to run inside `write_transaction`. The SQL is generated from
+the dataset's Table: its identifiers are quoted by the dialect's own preparer, every text a shape
+contributes (field names in lineage details) is a bound parameter.
 """
+import re
 from dataclasses import dataclass
 
-from sqlalchemy.engine import Connection
-
 from ..formatting import number
-from .stage import bulk_insert
+from .stage import Staging, bulk_insert, payload_names
 
 OUTCOMES = ("inserted", "updated", "unchanged", "stale")
 
@@ -27,7 +28,7 @@ class LoadCounts:
 
 
 def update_detail(old_name, name, old_value, value, old_ts, ts) -> str:
-    """The detail of an `updated` lineage entry: each changed field as old → new."""
+    """The detail of an `updated` lineage entry of `events`: each changed field as old → new."""
     parts = []
     if old_name != name:
         parts.append(f"name: {old_name!r} → {name!r}")
@@ -38,107 +39,168 @@ def update_detail(old_name, name, old_value, value, old_ts, ts) -> str:
     return "; ".join(parts)
 
 
-def prepare(conn: Connection) -> int:
+def prepare(staging: Staging) -> int:
     """Find the staged records that a later one of the same key supersedes; return how many.
 
-    The latest ts wins and a tie goes to the later record. Most keys appear once, so an index
+    The latest version wins and a tie goes to the later record. Most keys appear once, so an index
     probe per record beats ranking every record with a window function (4× faster here).
     """
-    conn.exec_driver_sql("CREATE INDEX ix_sluice_stage_key ON sluice_stage (key, ts, pos)")
+    conn = staging.conn
+    conn.exec_driver_sql("CREATE INDEX ix_sluice_stage_key ON sluice_stage (key, ver, pos)")
     if conn.dialect.name == "postgresql":
         # Autovacuum never sees TEMP tables: without statistics the planner would guess their sizes.
         conn.exec_driver_sql("ANALYZE sluice_stage, sluice_skip, sluice_reject")
     conn.exec_driver_sql(
         "CREATE TEMP TABLE sluice_win AS "
         "SELECT s.pos, s.line, s.key, (SELECT x.pos FROM sluice_stage x WHERE x.key = s.key "
-        "ORDER BY x.ts DESC, x.pos DESC LIMIT 1) AS winner "
+        "ORDER BY x.ver DESC, x.pos DESC LIMIT 1) AS winner "
         "FROM sluice_stage s WHERE EXISTS (SELECT 1 FROM sluice_stage x WHERE x.key = s.key "
-        "AND (x.ts > s.ts OR (x.ts = s.ts AND x.pos > s.pos)))"
+        "AND (x.ver > s.ver OR (x.ver = s.ver AND x.pos > s.pos)))"
     )
     conn.exec_driver_sql("CREATE UNIQUE INDEX ix_sluice_win_pos ON sluice_win (pos)")
     return conn.exec_driver_sql("SELECT count(*) FROM sluice_win").scalar()
 
 
-def classify(conn: Connection) -> dict:
-    """Decide inserted / updated / unchanged / stale for each winner against the target table."""
+def _quoted(staging: Staging) -> tuple:
+    """The dataset table's quoted name and columns: key, payload (shape order), version, updated, run."""
+    ds = staging.dataset
+    quote = staging.conn.dialect.identifier_preparer.quote
+    return (quote(ds.table.name), quote(ds.key_col.name), [quote(c.name) for c in ds.payload_cols],
+            quote(ds.version_col.name), quote(ds.updated_col.name), quote(ds.run_col.name))
+
+
+def _same(conn, new: str, old: str, nullable: bool) -> str:
+    """SQL for "equal" of a staged and a stored value; NULL-safe where either may be NULL."""
+    if not nullable:
+        return f"{new} = {old}"
+    return f"{new} IS {old}" if conn.dialect.name == "sqlite" else f"{new} IS NOT DISTINCT FROM {old}"
+
+
+def classify(staging: Staging) -> dict:
+    """Decide inserted / updated / unchanged / stale for each winner against the dataset's table."""
+    # Imported here: app.datasets builds on app.pipeline (validate, load), not the other way round.
+    from ..datasets.shape import EVENTS_SHAPE
+    from ..datasets.validator import describe_update
+
+    conn, ds = staging.conn, staging.dataset
+    table, key, payload, version, _updated, _run = _quoted(staging)
+    staged = payload_names(ds)
+    nullable = [c.nullable for c in ds.payload_cols]
+    same = " AND ".join([*(_same(conn, f"w.{p}", f"t.{c}", n) for p, c, n in zip(staged, payload, nullable, strict=True)),
+                         f"w.ver = t.{version}"])
     conn.exec_driver_sql("DROP TABLE IF EXISTS sluice_out")
     conn.exec_driver_sql("DROP TABLE IF EXISTS sluice_upd")
     # Rows are kept in key order: the upsert and the lineage inserts then touch each index in order.
     conn.exec_driver_sql(
         "CREATE TEMP TABLE sluice_out AS "
-        "SELECT w.pos, w.line, w.key, w.name, w.value, w.ts, "
-        "CASE WHEN t.key IS NULL THEN 'inserted' WHEN w.ts < t.ts THEN 'stale' "
-        "WHEN w.name = t.name AND w.value = t.value AND w.ts = t.ts THEN 'unchanged' "
-        "ELSE 'updated' END AS outcome, t.name AS old_name, t.value AS old_value, t.ts AS old_ts "
-        "FROM sluice_stage w LEFT JOIN target t ON t.key = w.key "
+        f"SELECT w.pos, w.line, w.key, {''.join(f'w.{p}, ' for p in staged)}w.ver, "
+        f"CASE WHEN t.{key} IS NULL THEN 'inserted' WHEN w.ver < t.{version} THEN 'stale' "
+        f"WHEN {same} THEN 'unchanged' ELSE 'updated' END AS outcome, "
+        f"{''.join(f't.{c} AS o{p}, ' for p, c in zip(staged, payload, strict=True))}t.{version} AS over "
+        f"FROM sluice_stage w LEFT JOIN {table} t ON t.{key} = w.key "
         "WHERE NOT EXISTS (SELECT 1 FROM sluice_win p WHERE p.pos = w.pos) ORDER BY w.key"
     )
     conn.exec_driver_sql("CREATE TEMP TABLE sluice_upd (pos BIGINT PRIMARY KEY, detail TEXT)")
+    shape = EVENTS_SHAPE if ds.shape == EVENTS_SHAPE else ds.shape  # the same object: a cheap test per row
+    width = len(staged) + 1
     result = conn.exec_driver_sql(
-        "SELECT pos, old_name, name, old_value, value, old_ts, ts FROM sluice_out WHERE outcome = 'updated'"
+        f"SELECT pos, {''.join(f'o{p}, ' for p in staged)}over, {''.join(f'{p}, ' for p in staged)}ver "
+        "FROM sluice_out WHERE outcome = 'updated'"
     )
+    booleans = [i for i, f in enumerate(ds.shape.fields) if f.type == "boolean"]
     while rows := result.fetchmany(20_000):
-        bulk_insert(conn, "sluice_upd", ["pos", "detail"], [(r[0], update_detail(*r[1:])) for r in rows])
+        if booleans:  # SQLite hands booleans back as 0 and 1
+            rows = [_as_booleans(r, booleans, width) for r in rows]
+        bulk_insert(conn, "sluice_upd", ["pos", "detail"],
+                    [(r[0], describe_update(shape, r[1:width + 1], r[width + 1:])) for r in rows])
     counts = dict.fromkeys(OUTCOMES, 0)
     for outcome, n in conn.exec_driver_sql("SELECT outcome, count(*) FROM sluice_out GROUP BY outcome"):
         counts[outcome] = n
     return counts
 
 
-_LINEAGE = "INSERT INTO lineage (run_id, pos, line, key, step, at, detail, dead_letter_id) "
+def _as_booleans(row, booleans: list[int], width: int) -> tuple:
+    row = list(row)
+    for i in booleans:
+        for at in (1 + i, 1 + width + i):
+            if row[at] is not None:
+                row[at] = bool(row[at])
+    return tuple(row)
 
 
-def apply(conn: Connection, *, run_id: int, now: str, watermark: str | None, retry: bool,
+def texts(shape) -> dict:
+    """The lineage details a shape contributes, as bound parameters (field names are data, not SQL)."""
+    version = shape.version
+    names = [f.name for f in shape.fields] + [version]
+    if len(names) <= 6:
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        same = f"same {listed} as the stored row"
+    else:
+        same = f"same values in all {len(names)} fields as the stored row"
+    return {"valid": f"valid; {version} ", "ver": f"{version} ",
+            "older_stored": f" is older than the stored {version} ", "same": same}
+
+
+# :ds typed like the column it is compared with, so that PostgreSQL deduces one type for the parameter.
+_DS = "CAST(:ds AS VARCHAR(40))"
+_LINEAGE = f"INSERT INTO lineage (dataset, run_id, pos, line, key, step, at, detail, dead_letter_id) SELECT {_DS}, :run, "
+
+
+def apply(staging: Staging, *, run_id: int, now: str, watermark: str | None, retry: bool,
           counts: LoadCounts) -> None:
-    """Write the classified run into target, dead letters and lineage (inside the write lock)."""
-    params = {"run": run_id, "now": now, "wm": watermark or ""}
+    """Write the classified run into its dataset's table, dead letters and lineage (inside the write lock)."""
+    conn, ds = staging.conn, staging.dataset
+    params = {"run": run_id, "now": now, "wm": watermark or "", "ds": ds.name, **texts(ds.shape)}
 
     def sql(statement: str) -> int:
-        return conn.exec_driver_sql(_params(conn, statement), params).rowcount
+        return conn.exec_driver_sql(_params(conn, statement, params), params).rowcount
 
-    sql("INSERT INTO target (key, name, value, ts, updated_at, run_id) "
-        "SELECT key, name, value, ts, :now, :run FROM sluice_out WHERE outcome IN ('inserted', 'updated') "
-        "ON CONFLICT (key) DO UPDATE SET name = excluded.name, value = excluded.value, ts = excluded.ts, "
-        "updated_at = excluded.updated_at, run_id = excluded.run_id")
+    table, key, payload, version, updated, run = _quoted(staging)
+    staged = payload_names(ds)
+    sql(f"INSERT INTO {table} ({key}, {''.join(f'{c}, ' for c in payload)}{version}, {updated}, {run}) "
+        f"SELECT key, {''.join(f'{p}, ' for p in staged)}ver, :now, :run FROM sluice_out "
+        f"WHERE outcome IN ('inserted', 'updated') "
+        f"ON CONFLICT ({key}) DO UPDATE SET {''.join(f'{c} = excluded.{c}, ' for c in payload)}"
+        f"{version} = excluded.{version}, {updated} = excluded.{updated}, {run} = excluded.{run}")
     entries = _retried_dead_letters(sql) if retry else 0
     if not retry:
         counts.dead_letters = _new_dead_letters(sql)
         dead_letter = ("(SELECT min(d.id) FROM dead_letters d "
-                       "WHERE d.fingerprint = r.fp AND d.status = 'open')")
+                       "WHERE d.dataset = :ds AND d.fingerprint = r.fp AND d.status = 'open')")
     else:
         dead_letter = "(SELECT t.dl_id FROM sluice_retry t WHERE t.pos = r.pos)"
 
-    entries += sql(_LINEAGE + "SELECT :run, pos, line, key, 'staged', :now, 'valid; ts ' || ts, NULL "
-                   "FROM sluice_stage ORDER BY key, ts, pos")
-    entries += sql(_LINEAGE + "SELECT :run, pos, line, COALESCE(key, ''), 'skipped', :now, "
-                   "'ts ' || ts || ' is older than the watermark ' || :wm, NULL FROM sluice_skip ORDER BY key, pos")
-    entries += sql(_LINEAGE + "SELECT :run, r.pos, r.line, COALESCE(r.key, ''), 'rejected', :now, "
+    entries += sql(_LINEAGE + "pos, line, key, 'staged', :now, :valid || ver, NULL "
+                   "FROM sluice_stage ORDER BY key, ver, pos")
+    entries += sql(_LINEAGE + "pos, line, COALESCE(key, ''), 'skipped', :now, "
+                   ":ver || ver || ' is older than the watermark ' || :wm, NULL FROM sluice_skip ORDER BY key, pos")
+    entries += sql(_LINEAGE + "r.pos, r.line, COALESCE(r.key, ''), 'rejected', :now, "
                    f"r.error || ': ' || r.detail, {dead_letter} FROM sluice_reject r ORDER BY r.key, r.pos")
-    entries += sql(_LINEAGE + "SELECT :run, pos, line, key, 'superseded', :now, "
+    entries += sql(_LINEAGE + "pos, line, key, 'superseded', :now, "
                    "'superseded by the record at position ' || CAST(winner AS TEXT) || ' of this run', NULL "
                    "FROM sluice_win ORDER BY key, pos")
-    entries += sql(_LINEAGE + "SELECT :run, o.pos, o.line, o.key, o.outcome, :now, "
+    entries += sql(_LINEAGE + "o.pos, o.line, o.key, o.outcome, :now, "
                    "CASE o.outcome WHEN 'inserted' THEN 'new key' "
-                   "WHEN 'unchanged' THEN 'same name, value and ts as the stored row' "
-                   "WHEN 'stale' THEN 'ts ' || o.ts || ' is older than the stored ts ' || o.old_ts "
+                   "WHEN 'unchanged' THEN :same "
+                   "WHEN 'stale' THEN :ver || o.ver || :older_stored || o.over "
                    "|| '; stored row kept' ELSE u.detail END, NULL "
                    "FROM sluice_out o LEFT JOIN sluice_upd u ON u.pos = o.pos")
     counts.lineage_entries = entries
 
 
 def _new_dead_letters(sql) -> int:
-    """Dead letters for a file's rejects; the same record again only counts a sighting on its open one."""
+    """Dead letters for a file's rejects; the same record again (in this dataset) only counts a sighting."""
     sql("UPDATE dead_letters SET sightings = sightings + c.n, last_run_id = :run, updated_at = :now "
         "FROM (SELECT fp, count(*) AS n FROM sluice_reject GROUP BY fp) AS c "
-        "WHERE dead_letters.fingerprint = c.fp AND dead_letters.status = 'open'")
+        "WHERE dead_letters.dataset = :ds AND dead_letters.fingerprint = c.fp AND dead_letters.status = 'open'")
     return sql(
-        "INSERT INTO dead_letters (run_id, last_run_id, pos, line, key, error, detail, raw, fingerprint, "
+        "INSERT INTO dead_letters (dataset, run_id, last_run_id, pos, line, key, error, detail, raw, fingerprint, "
         "status, created_at, updated_at, attempts, sightings) "
-        "SELECT :run, :run, r.pos, r.line, r.key, r.error, r.detail, r.raw, r.fp, 'open', :now, :now, 0, c.n "
+        f"SELECT {_DS}, :run, :run, r.pos, r.line, r.key, r.error, r.detail, r.raw, r.fp, 'open', :now, :now, 0, c.n "
         "FROM sluice_reject r JOIN (SELECT fp, min(pos) AS pos, count(*) AS n FROM sluice_reject "
         "GROUP BY fp) AS c ON r.pos = c.pos "
-        "WHERE NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.fingerprint = r.fp AND d.status = 'open') "
-        "ORDER BY r.pos")
+        "WHERE NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.dataset = :ds AND d.fingerprint = r.fp "
+        "AND d.status = 'open') ORDER BY r.pos")
 
 
 def _retried_dead_letters(sql) -> int:
@@ -151,15 +213,18 @@ def _retried_dead_letters(sql) -> int:
         "last_raw = t.raw "
         "FROM sluice_retry t JOIN sluice_stage s ON s.pos = t.pos LEFT JOIN sluice_out o ON o.pos = t.pos "
         "WHERE t.dl_id = dead_letters.id")
-    return sql(_LINEAGE + "SELECT :run, t.pos, NULL, COALESCE(s.key, r.key, ''), 'reprocessed', :now, "
+    return sql(_LINEAGE + "t.pos, NULL, COALESCE(s.key, r.key, ''), 'reprocessed', :now, "
                "'retry of dead letter ' || CAST(t.dl_id AS TEXT), t.dl_id FROM sluice_retry t "
                "LEFT JOIN sluice_stage s ON s.pos = t.pos LEFT JOIN sluice_reject r ON r.pos = t.pos "
                "ORDER BY t.pos")
 
 
-def _params(conn: Connection, statement: str) -> str:
+_PARAM = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def _params(conn, statement: str, params: dict) -> str:
     """Turn :name parameters into the driver's own style (exec_driver_sql passes SQL through)."""
     if conn.dialect.name == "postgresql":
-        return statement.replace("%", "%%").replace(":run", "%(run)s").replace(":now", "%(now)s") \
-            .replace(":wm", "%(wm)s")
+        return _PARAM.sub(lambda m: f"%({m.group(1)})s" if m.group(1) in params else m.group(0),
+                          statement.replace("%", "%%"))
     return statement

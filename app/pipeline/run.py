@@ -85,25 +85,50 @@ Progress = Callable[[str, int, int], None]
 Supervisor = Callable[[int, Callable[[Progress], dict]], dict]
 
 
+def writable_dataset(conn: Connection, dataset="events"):
+    """The Dataset a new run may load into (a Dataset, a name or None for events), read in a transaction of its own.
+
+    Raises registry.DatasetError when it does not exist ("not_found") or is archived ("archived").
+    """
+    # Imported here: app.datasets builds on app.pipeline, not the other way round.
+    from ..datasets.registry import ensure_writable, get_dataset
+
+    with conn.begin():
+        found = get_dataset(conn, _dataset_name(dataset))
+    ensure_writable(found)
+    return found
+
+
+def _dataset_name(dataset) -> str:
+    return getattr(dataset, "name", dataset) or "events"
+
+
 def create_run(conn: Connection, *, kind: str, options: Options | None = None, source_name: str | None = None,
                source_size: int | None = None, source_sha256: str | None = None, file_path: str | None = None,
                retry_of_id: int | None = None, dead_letter_id: int | None = None, worker: str | None = None,
-               run_id: int | None = None) -> int:
-    """Record a queued run and return its id; with `worker`, the run is claimed by that process at once."""
+               run_id: int | None = None, dataset="events") -> int:
+    """Record a queued run of `dataset` and return its id; with `worker`, the run is claimed by that process at once.
+
+    Raises registry.DatasetError when the dataset does not exist or is archived.
+    """
+    from ..datasets.registry import ensure_writable, get_dataset
+
     if kind not in KINDS:
         raise ValueError(f"unknown run kind {kind!r}")
+    name = writable_dataset(conn, dataset).name  # before an id is handed out for it
     intake = intake_for(conn.engine) if run_id is None else None
     # On SQLite the intake hands out every run id, so that runs recorded there and here never collide.
     if intake is not None:
         run_id = intake.allocate()
     run_id = {"id": run_id} if run_id is not None else {}
     with write_transaction(conn, apply_lock=False):
+        ensure_writable(get_dataset(conn, name))  # archived meanwhile?
         same = None
         if source_sha256:
             same = conn.execute(select(func.min(Run.id)).where(Run.source_sha256 == source_sha256)).scalar()
         claimed = {"status": "running", "worker": worker, "heartbeat_at": now_text()} if worker else {}
         return conn.execute(insert(Run).values(
-            kind=kind, status=claimed.pop("status", "queued"), options=(options or Options()).to_json(),
+            kind=kind, dataset=name, status=claimed.pop("status", "queued"), options=(options or Options()).to_json(),
             source_name=source_name, source_size=source_size, source_sha256=source_sha256,
             file_path=file_path, retry_of_id=retry_of_id, same_file_run_id=same,
             dead_letter_id=dead_letter_id, queued_at=now_text(),
@@ -159,10 +184,12 @@ def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item
         while files:
             files.pop().close()
 
+    with conn.begin():
+        shape_version = _shape_version(conn, run.dataset)
     # A run that was cancelled, interrupted or finished meanwhile is not executed (again).
     started = _set(conn, run_id, Run.status.in_(("queued", "running")), Run.applied_seq.is_(None),
                    *((Run.worker == run.worker,) if run.worker else ()),
-                   status="running", started_at=now_text(), error=None)
+                   status="running", started_at=now_text(), error=None, shape_version=shape_version)
     if not started:
         status = read_run(conn, run_id).status
         raise RunFailed(run_id, f"run {run_id} is {status}; it was not executed")
@@ -234,6 +261,29 @@ def _applied_version(conn: Connection):
     return conn.execute(select(func.max(Run.applied_seq))).scalar()
 
 
+def _shape_version(conn: Connection, name: str) -> int | None:
+    """The current shape version of a dataset (None when it is gone)."""
+    from ..datasets.registry import DatasetError, get_dataset
+
+    try:
+        return get_dataset(conn, name).version
+    except DatasetError:
+        return None
+
+
+def _loadable(conn: Connection, name: str):
+    """The run's dataset as it is now; InputError when it can no longer take a run."""
+    from ..datasets.registry import DatasetError, get_dataset
+
+    try:
+        dataset = get_dataset(conn, name)
+    except DatasetError as exc:
+        raise InputError(f"{exc}; nothing was loaded") from None
+    if dataset.archived_at is not None:
+        raise InputError(f"the dataset {name} was archived at {dataset.archived_at}; nothing was loaded")
+    return dataset
+
+
 def _attempt_run(conn, run, options: Options, settings: Settings, source, report, bytes_read, dl_ids) -> dict:
     run_id = run.id
     with conn.begin():
@@ -241,7 +291,8 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
             # Page cache for the index upkeep of a large apply; SQLite sizes its sort buffers from it
             # too, so it is most of a run's peak memory (64 MiB keeps a 3M-record run under 250 MB).
             conn.exec_driver_sql("PRAGMA cache_size = -65536")
-        wm_before = watermark.current(conn)
+        dataset = _loadable(conn, run.dataset)
+        wm_before = watermark.current(conn, dataset.watermark)
     wm_for_skip = None if options.ignore_watermark or dl_ids is not None else wm_before
     latest = canonical(utc_now() + settings.future_tolerance)
 
@@ -250,10 +301,10 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
 
     report("reading", 0, 0)
     with conn.begin():
-        stage.create(conn)
-        counts = stage.fill(conn, source(), watermark=wm_for_skip, latest=latest, dl_ids=dl_ids, tick=tick)
+        staging = stage.create(conn, dataset)
+        counts = stage.fill(staging, source(), watermark=wm_for_skip, latest=latest, dl_ids=dl_ids, tick=tick)
     result = {"input_records": counts.input_records, "skipped": counts.skipped,
-              "rejected": counts.rejected, "staged": counts.staged}
+              "rejected": counts.rejected, "staged": counts.staged, "shape_version": dataset.version}
 
     considered = counts.input_records - counts.skipped
     if options.max_reject_rate is not None and considered and counts.rejected / considered > options.max_reject_rate:
@@ -266,16 +317,18 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
 
     report("classifying", counts.input_records, 0)
     with conn.begin():
-        loaded = load.LoadCounts(superseded=load.prepare(conn))
+        loaded = load.LoadCounts(superseded=load.prepare(staging))
         version = _applied_version(conn)
-        outcomes = load.classify(conn)
+        outcomes = load.classify(staging)
 
     report("waiting for the write lock", counts.input_records, 0)
     try:
         with write_transaction(conn):
             locked_at = time.perf_counter()
             report("applying", counts.input_records, 0)
-            wm_now = watermark.current(conn)
+            if _loadable(conn, dataset.name).version != dataset.version:
+                raise _Restart()  # its shape changed meanwhile: read the input again with the new one
+            wm_now = watermark.current(conn, dataset.watermark)
             if wm_now != wm_before:
                 if wm_for_skip is not None:
                     raise _Restart()  # the run's skip decisions used the old value
@@ -283,12 +336,13 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
             if dl_ids:
                 _check_still_open(conn, list(dl_ids.values()))
             if _applied_version(conn) != version:
-                outcomes = load.classify(conn)  # another run applied meanwhile: decide again, under the lock
+                outcomes = load.classify(staging)  # another run applied meanwhile: decide again, under the lock
             for name, n in outcomes.items():
                 setattr(loaded, name, n)
             now = now_text()
-            load.apply(conn, run_id=run_id, now=now, watermark=wm_before, retry=dl_ids is not None, counts=loaded)
-            wm_after = watermark.advance(conn, wm_before, run_id)
+            load.apply(staging, run_id=run_id, now=now, watermark=wm_before, retry=dl_ids is not None,
+                       counts=loaded)
+            wm_after = watermark.advance(conn, wm_before, run_id, dataset)
             result.update(asdict(loaded), watermark_before=wm_before, watermark_after=wm_after)
             report("committing", counts.input_records, 0)
             if options.dry_run:
@@ -309,10 +363,12 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
     # The run has committed: what follows is best effort, too late to fail or cancel it.
     with contextlib.suppress(Exception):
         report("done", counts.input_records, 0)
-    return summary_of(SimpleNamespace(id=run_id, status="succeeded", options=run.options, error=None,
+    return summary_of(SimpleNamespace(id=run_id, dataset=dataset.name, status="succeeded", options=run.options,
+                                      error=None,
                                       watermark_before=result["watermark_before"],
                                       watermark_after=result["watermark_after"],
-                                      **{k: v for k, v in result.items() if not k.startswith("watermark")}))
+                                      **{k: v for k, v in result.items()
+                                         if not k.startswith("watermark") and k != "shape_version"}))
 
 
 def read_run(conn: Connection, run_id: int):
@@ -326,6 +382,7 @@ def summary_of(run) -> dict:
     options = Options.from_json(run.options)
     return {
         "run_id": run.id,
+        "dataset": getattr(run, "dataset", None) or "events",
         "status": run.status,
         "input_records": run.input_records,
         "skipped": run.skipped,
@@ -348,10 +405,11 @@ def summary_of(run) -> dict:
 
 def run_file(conn: Connection, path: str | Path, *, kind: str = "cli", options: Options | None = None,
              settings: Settings | None = None, progress: Progress | None = None, worker: str | None = None,
-             supervise: Supervisor | None = None) -> dict:
-    """Create a run for a file and execute it at once; return its summary or raise RunFailed.
+             supervise: Supervisor | None = None, dataset="events") -> dict:
+    """Create a run of `dataset` for a file and execute it at once; return its summary or raise RunFailed.
 
-    `worker` names the executing process (see `app.runs`), so that its death is noticed.
+    `worker` names the executing process (see `app.runs`), so that its death is noticed. Raises
+    registry.DatasetError (nothing recorded) when the dataset does not exist or is archived.
     """
     import hashlib
 
@@ -361,7 +419,8 @@ def run_file(conn: Connection, path: str | Path, *, kind: str = "cli", options: 
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     run_id = create_run(conn, kind=kind, options=options, source_name=path.name, source_size=path.stat().st_size,
-                        source_sha256=digest.hexdigest(), file_path=str(path.resolve()), worker=worker)
+                        source_sha256=digest.hexdigest(), file_path=str(path.resolve()), worker=worker,
+                        dataset=dataset)
     return execute_run(conn, run_id, settings=settings, progress=progress, supervise=supervise)
 
 
@@ -375,4 +434,5 @@ __all__ = [
     "execute_run",
     "run_file",
     "summary_of",
+    "writable_dataset",
 ]

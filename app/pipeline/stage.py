@@ -1,63 +1,94 @@
 """Staging: every record a run reads, classified (skipped, rejected, staged) into per-run TEMP tables.
 
 A TEMP table lives in the connection's own temporary schema, so filling it takes no lock on the
-main database: while a large file is parsed, other writers go on.
+main database: while a large file is parsed, other writers go on. The staged table is built per
+shape: the key, one column per payload field (in shape order, typed like the target's) and the
+version; its columns have fixed names (`key`, `p0`…, `ver`), so no field name can meet the
+staging's own columns and the load's SQL reads the same for every dataset.
 """
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import BigInteger, Column, Double, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text
 from sqlalchemy.engine import Connection
 
 from ..models import binary_text
 from .extract import Item, Unreadable
 from .jsontext import dumps
-from .validate import Invalid, ts_of, usable_key, validate
+from .validate import Invalid
 
 BATCH = 20_000
+ERROR_LENGTH = 80  # the longest error code is missing_/invalid_ and a 63-character field name
+
+STAGE, SKIP, REJECT, RETRY = "sluice_stage", "sluice_skip", "sluice_reject", "sluice_retry"
+DERIVED = ("sluice_out", "sluice_win", "sluice_upd")
 
 # Narrow tables, one per kind of record: binding parameters is most of the cost of a bulk insert,
 # so a staged record carries only what the upsert needs.
-staging_metadata = MetaData()
-staged = Table(
-    "sluice_stage", staging_metadata,
-    Column("pos", BigInteger, primary_key=True, autoincrement=False),
-    Column("line", BigInteger),
-    Column("key", binary_text(256), nullable=False),
-    Column("name", Text, nullable=False),
-    Column("value", Double, nullable=False),
-    Column("ts", binary_text(26), nullable=False),
-    prefixes=["TEMPORARY"],
-)
+_fixed = MetaData()
 skipped = Table(
-    "sluice_skip", staging_metadata,
+    SKIP, _fixed,
     Column("pos", BigInteger, primary_key=True, autoincrement=False),
     Column("line", BigInteger),
     Column("key", binary_text(256)),
-    Column("ts", binary_text(26), nullable=False),
+    Column("ver", binary_text(26), nullable=False),
     prefixes=["TEMPORARY"],
 )
 rejected = Table(
-    "sluice_reject", staging_metadata,
+    REJECT, _fixed,
     Column("pos", BigInteger, primary_key=True, autoincrement=False),
     Column("line", BigInteger),
     Column("key", binary_text(256)),
-    Column("error", String(32), nullable=False),
+    Column("error", String(ERROR_LENGTH), nullable=False),
     Column("detail", Text, nullable=False),
     Column("raw", Text, nullable=False),
     Column("fp", String(32), nullable=False),
     prefixes=["TEMPORARY"],
 )
 retried = Table(  # reprocess runs only: which dead letter each record retries, and the JSON it was retried with
-    "sluice_retry", staging_metadata,
+    RETRY, _fixed,
     Column("pos", BigInteger, primary_key=True, autoincrement=False),
     Column("dl_id", BigInteger, nullable=False),
     Column("raw", Text),
     prefixes=["TEMPORARY"],
 )
-TABLES = (staged, skipped, rejected, retried)
-DERIVED = ("sluice_out", "sluice_win", "sluice_upd")
+_staged_tables: dict = {}
+
+
+def payload_names(dataset) -> list[str]:
+    """The staged table's payload column names, in shape order (p0, p1, …)."""
+    return [f"p{i}" for i in range(len(dataset.payload_cols))]
+
+
+def staged_table(dataset) -> Table:
+    """The staged table of a dataset's shape: pos, line, key, one column per payload field, ver."""
+    cache_key = (dataset.name, dataset.version, dataset.shape)
+    table = _staged_tables.get(cache_key)
+    if table is None:
+        table = Table(
+            STAGE, MetaData(),
+            Column("pos", BigInteger, primary_key=True, autoincrement=False),
+            Column("line", BigInteger),
+            Column("key", binary_text(256), nullable=False),
+            *(Column(name, col.type, nullable=col.nullable)
+              for name, col in zip(payload_names(dataset), dataset.payload_cols, strict=True)),
+            Column("ver", binary_text(26), nullable=False),
+            prefixes=["TEMPORARY"],
+        )
+        if len(_staged_tables) > 256:
+            _staged_tables.clear()
+        _staged_tables[cache_key] = table
+    return table
+
+
+@dataclass
+class Staging:
+    """A run's staging on one connection: the dataset it loads and its staged table."""
+
+    conn: Connection
+    dataset: object  # app.datasets.registry.Dataset
+    staged: Table
 
 
 @dataclass
@@ -76,21 +107,27 @@ def fingerprint(raw: str, error: str) -> str:
     return hashlib.blake2b(f"{error}\x1f{raw}".encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def create(conn: Connection) -> None:
-    """Create the run's empty staging tables (dropping leftovers first)."""
+def create(conn: Connection, dataset) -> Staging:
+    """Create the run's empty staging tables for `dataset` (dropping leftovers first)."""
     drop(conn)
-    staging_metadata.create_all(conn)
+    staged = staged_table(dataset)
+    staged.create(conn)
+    _fixed.create_all(conn)
+    return Staging(conn, dataset, staged)
 
 
 def drop(conn: Connection) -> None:
     """Drop the staging tables of this connection, whatever state they are in."""
     schema = "pg_temp" if conn.dialect.name == "postgresql" else "temp"
-    for name in DERIVED + tuple(t.name for t in TABLES):
+    for name in DERIVED + (STAGE, SKIP, REJECT, RETRY):
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {schema}.{name}")
 
 
 def bulk_insert(conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:
-    """Insert many rows with the driver's own fast path (COPY on PostgreSQL, executemany on SQLite)."""
+    """Insert many rows with the driver's own fast path (COPY on PostgreSQL, executemany on SQLite).
+
+    `table` and `columns` are the staging's own names, never a user's.
+    """
     if not rows:
         return
     if conn.dialect.name == "postgresql":
@@ -103,14 +140,18 @@ def bulk_insert(conn: Connection, table: str, columns: list[str], rows: list[tup
     conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
 
-def fill(conn: Connection, items: Iterable[Item], *, watermark: str | None, latest: str,
+def fill(staging: Staging, items: Iterable[Item], *, watermark: str | None, latest: str,
          dl_ids: dict | None = None, tick: Callable[[int], None] | None = None) -> StageCounts:
-    """Read every item into the staging tables, classified; return the counts.
+    """Read every item into the staging tables with the dataset's validator, classified; return the counts.
 
     `watermark` is None when it does not apply (none yet, or a backfill); `latest` is the newest
-    acceptable ts (now plus the tolerance); `dl_ids` maps positions to the dead letters a
+    acceptable version (now plus the tolerance); `dl_ids` maps positions to the dead letters a
     reprocess run retries; `tick(records)` is called every few thousand records.
     """
+    conn = staging.conn
+    validator = staging.dataset.validator
+    validate, version_of, usable_key = validator.validate, validator.version_of, validator.usable_key
+    stage_columns = [c.name for c in staging.staged.columns]
     counts = StageCounts()
     errors = counts.errors
     good, old, bad, retry = [], [], [], []
@@ -119,9 +160,9 @@ def fill(conn: Connection, items: Iterable[Item], *, watermark: str | None, late
         counts.staged += len(good)
         counts.skipped += len(old)
         counts.rejected += len(bad)
-        for table, columns, rows in ((staged, STAGE_COLUMNS, good), (skipped, SKIP_COLUMNS, old),
-                                     (rejected, REJECT_COLUMNS, bad), (retried, RETRY_COLUMNS, retry)):
-            bulk_insert(conn, table.name, columns, rows)
+        for table, columns, rows in ((STAGE, stage_columns, good), (SKIP, SKIP_COLUMNS, old),
+                                     (REJECT, REJECT_COLUMNS, bad), (RETRY, RETRY_COLUMNS, retry)):
+            bulk_insert(conn, table, columns, rows)
             rows.clear()
         if tick:
             tick(counts.input_records)
@@ -137,9 +178,9 @@ def fill(conn: Connection, items: Iterable[Item], *, watermark: str | None, late
             bad.append((item.pos, item.line, None, record.code, record.detail, raw, fingerprint(raw, record.code)))
             errors[record.code] = errors.get(record.code, 0) + 1
         else:
-            ts = ts_of(record) if watermark is not None and type(record) is dict else None
-            if ts is not None and ts < watermark:
-                old.append((item.pos, item.line, usable_key(record), ts))
+            version = version_of(record) if watermark is not None and type(record) is dict else None
+            if version is not None and version < watermark:
+                old.append((item.pos, item.line, usable_key(record), version))
             else:
                 try:
                     good.append((item.pos, item.line, *validate(record, latest)))
@@ -156,7 +197,6 @@ def fill(conn: Connection, items: Iterable[Item], *, watermark: str | None, late
     return counts
 
 
-STAGE_COLUMNS = [c.name for c in staged.columns]
 SKIP_COLUMNS = [c.name for c in skipped.columns]
 REJECT_COLUMNS = [c.name for c in rejected.columns]
 RETRY_COLUMNS = [c.name for c in retried.columns]

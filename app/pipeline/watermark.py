@@ -1,9 +1,13 @@
-"""The watermark: read it, move it (pipeline, only forward), set or reset it (operator), its history."""
+"""The watermark of a dataset: read it, move it (pipeline, only forward), set or reset it (operator), its history.
+
+`dataset` is a registry Dataset, a dataset's name, or None for `events`; its watermark is named
+by the dataset (`events_ts` for events).
+"""
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from ..database import write_transaction
-from ..models import Target, Watermark, WatermarkHistory
+from ..models import Watermark, WatermarkHistory
 from .validate import canonical, now_text, parse_ts, utc_now
 
 NAME = "events_ts"
@@ -13,28 +17,42 @@ class WatermarkError(ValueError):
     """An operator's watermark value is not acceptable; the message says why."""
 
 
+def _dataset(conn: Connection, dataset=None, name: str | None = None):
+    """The Dataset meant by `dataset`, or, for callers that still name a watermark, by its `name`."""
+    # Imported here: app.datasets builds on app.pipeline, not the other way round.
+    from ..datasets.registry import list_datasets, resolve
+
+    if dataset is None and name is not None and name != NAME:
+        found = [d for d in list_datasets(conn) if d.watermark == name]
+        if not found:
+            raise WatermarkError(f"there is no watermark {name!r}")
+        return found[0]
+    return resolve(conn, dataset)
+
+
 def current(conn: Connection, name: str = NAME) -> str | None:
-    """The watermark's value, or None when there is none."""
+    """The value of the watermark named `name` (a dataset's `watermark`), or None when there is none."""
     return conn.execute(select(Watermark.value).where(Watermark.name == name)).scalar()
 
 
-def _write(conn: Connection, name: str, old: str | None, new: str | None, via: str,
+def _write(conn: Connection, dataset, old: str | None, new: str | None, via: str,
            run_id: int | None = None, actor: str | None = None) -> None:
-    now = now_text()
+    now, name = now_text(), dataset.watermark
     exists = conn.execute(select(Watermark.name).where(Watermark.name == name)).first()
     if exists:
         conn.execute(update(Watermark).where(Watermark.name == name).values(value=new, updated_at=now))
     else:
-        conn.execute(insert(Watermark).values(name=name, value=new, updated_at=now))
-    conn.execute(insert(WatermarkHistory).values(name=name, old_value=old, new_value=new, at=now, via=via,
-                                                 run_id=run_id, actor=actor))
+        conn.execute(insert(Watermark).values(name=name, dataset=dataset.name, value=new, updated_at=now))
+    conn.execute(insert(WatermarkHistory).values(name=name, dataset=dataset.name, old_value=old, new_value=new,
+                                                 at=now, via=via, run_id=run_id, actor=actor))
 
 
-def advance(conn: Connection, old: str | None, run_id: int | None, name: str = NAME) -> str | None:
-    """Move the watermark to the greatest ts in the target table, never backwards; return it."""
-    newest = conn.execute(select(func.max(Target.ts))).scalar()
+def advance(conn: Connection, old: str | None, run_id: int | None, dataset=None) -> str | None:
+    """Move the dataset's watermark to the greatest version in its table, never backwards; return it."""
+    dataset = _dataset(conn, dataset)
+    newest = conn.execute(select(func.max(dataset.version_col))).scalar()
     if newest is not None and (old is None or newest > old):
-        _write(conn, name, old, newest, "pipeline", run_id)
+        _write(conn, dataset, old, newest, "pipeline", run_id)
         return newest
     return old
 
@@ -51,30 +69,38 @@ def check_value(value: str) -> str:
     return canonical_ts
 
 
-def preview(conn: Connection, value: str | None) -> int:
-    """How many target rows lie at or after `value` (all of them for a reset)."""
-    query = select(func.count()).select_from(Target)
+def preview(conn: Connection, value: str | None, dataset=None) -> int:
+    """How many rows of the dataset's table lie at or after `value` (all of them for a reset)."""
+    dataset = _dataset(conn, dataset)
+    query = select(func.count()).select_from(dataset.table)
     if value is not None:
-        query = query.where(Target.ts >= check_value(value))
+        query = query.where(dataset.version_col >= check_value(value))
     return conn.execute(query).scalar()
 
 
-def set_value(conn: Connection, value: str, *, via: str, actor: str | None = None, name: str = NAME) -> str:
-    """Set the watermark to an operator's value (any direction); return its canonical text."""
+def set_value(conn: Connection, value: str, *, via: str, actor: str | None = None, dataset=None,
+              name: str | None = None) -> str:
+    """Set the dataset's watermark to an operator's value (any direction); return its canonical text.
+
+    `name` (a watermark's name) is still understood for callers that name the watermark instead.
+    """
     new = check_value(value)
     with write_transaction(conn):
-        _write(conn, name, current(conn, name), new, via, actor=actor)
+        ds = _dataset(conn, dataset, name)
+        _write(conn, ds, current(conn, ds.watermark), new, via, actor=actor)
     return new
 
 
-def reset(conn: Connection, *, via: str, actor: str | None = None, name: str = NAME) -> None:
-    """Remove the watermark: the next run processes everything and the stale rule protects newer data."""
+def reset(conn: Connection, *, via: str, actor: str | None = None, dataset=None, name: str | None = None) -> None:
+    """Remove the dataset's watermark: the next run processes everything and the stale rule protects newer data."""
     with write_transaction(conn):
-        _write(conn, name, current(conn, name), None, via, actor=actor)
+        ds = _dataset(conn, dataset, name)
+        _write(conn, ds, current(conn, ds.watermark), None, via, actor=actor)
 
 
-def history(conn: Connection, name: str = NAME, limit: int = 100) -> list[dict]:
-    """The latest changes of a watermark, newest first."""
+def history(conn: Connection, dataset=None, limit: int = 100) -> list[dict]:
+    """The latest changes of the dataset's watermark, newest first."""
+    name = _dataset(conn, dataset).watermark
     rows = conn.execute(select(WatermarkHistory).where(WatermarkHistory.name == name)
                         .order_by(WatermarkHistory.id.desc()).limit(limit))
     return [dict(r._mapping) for r in rows]

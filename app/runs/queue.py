@@ -13,6 +13,7 @@ from ..database import brief_lock_wait, write_transaction
 from ..intake import intake_for
 from ..models import Run
 from ..pipeline import Options, create_run
+from ..pipeline.run import writable_dataset
 from ..pipeline.validate import now_text
 from .errors import RunNotFound, RunStateError
 
@@ -21,7 +22,7 @@ QUEUE_KINDS = ("upload", "api", "retry")
 # How long a submission waits for SQLite's write lock before it goes to the intake instead: long
 # enough for the brief writes (a claim, a heartbeat), far shorter than an apply.
 INTAKE_AFTER_MS = 200
-_MOVED = ("id", "kind", "options", "source_name", "source_size", "source_sha256", "file_path", "retry_of_id",
+_MOVED = ("id", "kind", "dataset", "options", "source_name", "source_size", "source_sha256", "file_path", "retry_of_id",
           "same_file_run_id", "queued_at")
 
 
@@ -37,15 +38,18 @@ class RunQueue:
         return intake_for(self.engine)
 
     def record(self, **values) -> int:
-        """Record a queued run (kind, options, source_*, file_path, retry_of_id); return its id.
+        """Record a queued run (kind, dataset, options, source_*, file_path, retry_of_id); return its id.
 
         Never waits for another run's apply: PostgreSQL lets the insert through; on SQLite, while
-        the write lock stays held, the run is recorded in the intake instead.
+        the write lock stays held, the run is recorded in the intake instead. Raises
+        registry.DatasetError when the dataset does not exist or is archived.
         """
         intake = self.intake
         if intake is None:
             with self.engine.connect() as conn:
                 return create_run(conn, **values)
+        with self.engine.connect() as conn:  # a read: checked here too, as the intake cannot
+            values["dataset"] = writable_dataset(conn, values.get("dataset")).name
 
         def insert_into_runs(run_id: int) -> None:
             with self.engine.connect() as conn, brief_lock_wait(conn, INTAKE_AFTER_MS):

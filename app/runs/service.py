@@ -18,6 +18,7 @@ from ..config import pipeline_settings
 from ..models import Run
 from ..pipeline import Options, RunFailed, Settings, execute_run, run_file
 from ..pipeline import reprocess as reprocess_dead_letters
+from ..pipeline.run import writable_dataset
 from .errors import RunStateError
 from .executor import PROGRESS_INTERVAL, Body, Execution, Executor, ThreadExecutor
 from .housekeeping import housekeep
@@ -60,14 +61,19 @@ class RunService:
     # -- what the web app, the API and the CLI use ----------------------------------------------
 
     def submit(self, stream: BinaryIO, filename: str | None, *, kind: str = "upload",
-               options: Options | None = None) -> int:
-        """Store an upload by its SHA-256 and record a queued run; raise TooLarge or InputError at once."""
+               options: Options | None = None, dataset="events") -> int:
+        """Store an upload by its SHA-256 and record a queued run of `dataset`; raise TooLarge or InputError at once.
+
+        Raises registry.DatasetError, before anything is stored, when the dataset does not exist or is archived.
+        """
         if kind not in QUEUE_KINDS:
             raise ValueError(f"runs of kind {kind!r} are not executed by the queue")
+        with self.engine.connect() as conn:
+            dataset = writable_dataset(conn, dataset).name
         stored = self.store.put(stream)
         try:
             return self._record(kind=kind, options=options, source_name=filename, source_size=stored.size,
-                                source_sha256=stored.sha256, file_path=str(stored.path))
+                                source_sha256=stored.sha256, file_path=str(stored.path), dataset=dataset)
         except BaseException:
             self.store.discard(stored)  # no run refers to it: do not leave it behind
             raise
@@ -85,22 +91,26 @@ class RunService:
             raise RunStateError(f"the file of run {run_id} is no longer stored; upload it again")
         return self._record(kind="retry", options=Options.from_json(run.options), source_name=run.source_name,
                             source_size=run.source_size, source_sha256=run.source_sha256,
-                            file_path=run.file_path, retry_of_id=run.id)
+                            file_path=run.file_path, retry_of_id=run.id, dataset=run.dataset)
 
     def progress(self, run_id: int) -> dict | None:
         """The live progress of a running run (phase, records, bytes_read, file_size), or None."""
         return self.execution.progress(run_id)
 
-    def run_file(self, path: str | Path, *, options: Options | None = None) -> dict:
-        """Execute a `cli` run of a local file now, claimed by this process; return its summary or raise RunFailed."""
+    def run_file(self, path: str | Path, *, options: Options | None = None, dataset="events") -> dict:
+        """Execute a `cli` run of a local file into `dataset` now, claimed by this process; return its summary.
+
+        Raises RunFailed when the run failed, registry.DatasetError when the dataset does not exist or is archived.
+        """
         with self.engine.connect() as conn:
             return run_file(conn, path, kind="cli", options=options, settings=self.settings,
-                            worker=self.worker_id(), supervise=self._supervise)
+                            worker=self.worker_id(), supervise=self._supervise, dataset=dataset)
 
     def reprocess(self, ids: list[int], *, edited=None) -> dict:
-        """Retry open dead letters now as one `reprocess` run of this process; return its summary.
+        """Retry open dead letters (of one dataset) now as one `reprocess` run of this process; return its summary.
 
-        Raises DeadLetterError when the selection cannot be retried, RunFailed when the run failed.
+        The run belongs to the dead letters' dataset. Raises DeadLetterError when the selection cannot
+        be retried, RunFailed when the run failed, registry.DatasetError when the dataset is archived.
         """
         with self.engine.connect() as conn:
             return reprocess_dead_letters(conn, ids, edited=edited, settings=self.settings,
