@@ -128,12 +128,20 @@ def test_the_first_error_in_the_shapes_order_is_named():
     assert error(data) == "version must be a string, not 3"
     data = shape({"name": "a", "type": "string"}, {"name": "B", "type": "string"}, {"name": "c", "type": "x"})
     assert error(data).startswith("fields[1].name: 'B' is not a valid field name")
+    data = shape({"name": "N", "type": "integer", "max_length": 3})
+    assert error(data).startswith("fields[0].name: 'N' is not a valid field name")
+    data = shape({"name": "n", "type": "float", "max_length": 3})
+    assert error(data).startswith("fields[0].type: 'float' is not one of")
+    data = shape({"name": "n", "max_length": 3})
+    assert error(data) == "fields[0].type is missing"
 
 
 def test_errors_never_echo_much_of_the_input():
     long_name = "Q" * 10_000
     for data in (shape(key=long_name), shape({"name": long_name, "type": "string"}),
-                 shape({"name": "a", "type": long_name}), {**shape(), long_name: 1}):
+                 shape({"name": "a", "type": long_name}), {**shape(), long_name: 1},
+                 shape({"name": "a", "type": long_name, "max_length": 3}),
+                 shape({"name": long_name.lower(), "type": "integer", "max_length": 3})):
         assert len(error(data)) < 200
 
 

@@ -159,7 +159,8 @@ SHAPE_JSON_SCHEMA = {
             },
             "allOf": [
                 {
-                    "if": {"properties": {"type": {"not": {"const": "string"}}}},
+                    "if": {"required": ["type"],
+                           "properties": {"type": {"enum": [t for t in FIELD_TYPES if t != "string"]}}},
                     "then": {
                         "properties": {"max_length": False, "searchable": {"const": False}},
                     },
@@ -230,7 +231,10 @@ _RANK = {name: i for i, name in enumerate(("key", "version", "fields", *_ALLOWED
 def _order(error):
     # The schema's order of places (key, version, fields[0].name, ...), so the first error named is
     # the first a reader meets.
-    return tuple(p if isinstance(p, int) else _RANK.get(p, len(_RANK)) for p in error.absolute_path)
+    path = list(error.absolute_path)
+    if "then" in error.absolute_schema_path and len(path) == 2:
+        path.append("max_length")  # a refused max_length is reported at its field's place
+    return tuple(p if isinstance(p, int) else _RANK.get(p, len(_RANK)) for p in path)
 
 
 def _strings_only(place: str, option: str, item: dict) -> str:
