@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from app.datasets.shape import EVENTS_SHAPE, Field, Shape, parse_shape
+from app.datasets.shape import EVENTS_SHAPE, Field, Shape, ShapeError, parse_shape
 from app.datasets.validator import compile_validator, describe_update
 from app.pipeline import validate as rules
 from app.pipeline.load import update_detail
@@ -242,6 +242,13 @@ def test_version_of_and_usable_key():
 
 def test_the_validator_is_compiled_once_per_shape():
     assert compile_validator(parse_shape(ORDERS.to_dict())) is ORDERS_VALIDATOR
+
+
+def test_a_shape_built_by_hand_must_meet_the_rules():
+    with pytest.raises(ShapeError, match="fields\\[0\\].type: 'float' is not one of"):
+        compile_validator(Shape("id", "ts", (Field("x", "float"),)))
+    with pytest.raises(ShapeError, match="is not a valid field name"):
+        compile_validator(Shape("id", "ts", (Field("x'); import os; ('", "json"),)))
 
 
 # --- events: exactly today's rules -------------------------------------------------------------

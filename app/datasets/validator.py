@@ -23,7 +23,7 @@ from app.pipeline.validate import (
     show,
 )
 
-from .shape import EVENTS_SHAPE, KEY_MAX_LENGTH, Field, Shape
+from .shape import EVENTS_SHAPE, KEY_MAX_LENGTH, Field, Shape, parse_shape
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 _INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
@@ -247,9 +247,10 @@ def _fast_source(shape: Shape) -> str:
 
 @lru_cache(maxsize=128)
 def compile_validator(shape: Shape) -> Validator:
-    """The validator of a shape, built once per shape (cached)."""
+    """The validator of a shape, built once per shape (cached); ShapeError for a shape that breaks the rules."""
     if shape == EVENTS_SHAPE:
         return Validator(shape, rules.validate, rules.ts_of, rules.usable_key)
+    parse_shape(shape.to_dict())  # a Shape built by hand meets the rules too (ShapeError otherwise)
     slow = _slow_path(shape)
     source = _fast_source(shape)
     # Generated code rather than a loop over the fields: the fast path then costs per record what
