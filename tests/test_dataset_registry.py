@@ -384,3 +384,15 @@ def test_a_failure_after_the_ddl_leaves_nothing_half_made(conn, monkeypatch):
     create_dataset(conn, "shop", {"key": "id", "version": "at", "fields": []})
     assert evolve_dataset(conn, "orders", shape=orders(add=[{"name": "note", "type": "string"}])).version == 2
     assert "note" in columns(conn, "ds_orders")
+
+
+def test_a_shape_built_in_code_is_checked_like_plain_json(conn):
+    from app.datasets.shape import Field, Shape
+
+    bad = Shape(key="id", version="at", fields=(Field('x"; DROP TABLE target; --', "string", max_length=10),))
+    with pytest.raises(DatasetError) as err:
+        create_dataset(conn, "shop", bad)
+    assert err.value.code == "invalid" and "is not a valid field name" in str(err.value)
+    good = create_dataset(conn, "shop", Shape(key="id", version="at", fields=(Field("x", "integer"),)))
+    assert [c.name for c in good.payload_cols] == ["x"]
+    assert "target" in inspect(conn.engine).get_table_names()

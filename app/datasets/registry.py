@@ -182,7 +182,8 @@ def watermark_name(name: str, shape: Shape) -> str:
 
 def _shape(shape) -> Shape:
     try:
-        return parse_shape(shape)
+        # A Shape built in code is checked like plain JSON: its names become SQL identifiers.
+        return parse_shape(shape.to_dict() if isinstance(shape, Shape) else shape)
     except ShapeError as exc:
         raise DatasetError("invalid", str(exc)) from None
 
@@ -210,7 +211,7 @@ def _json(shape: Shape) -> str:
 def create_dataset(conn: Connection, name: str, shape: "Shape | dict", *, title: str = "", description: str = "",
                    actor: str | None = None) -> Dataset:
     """Create a dataset and its empty target table in one transaction; DatasetError when refused."""
-    if not isinstance(name, str) or not re.fullmatch(NAME_RE, name) or "\n" in name:
+    if not isinstance(name, str) or not re.fullmatch(NAME_RE, name):
         raise DatasetError("invalid", f"{name!r} is not a valid dataset name ({_NAME_RULE})")
     parsed = _shape(shape)
     title, description = _text(title, "title"), _text(description, "description")
