@@ -396,3 +396,15 @@ def test_a_shape_built_in_code_is_checked_like_plain_json(conn):
     good = create_dataset(conn, "shop", Shape(key="id", version="at", fields=(Field("x", "integer"),)))
     assert [c.name for c in good.payload_cols] == ["x"]
     assert "target" in inspect(conn.engine).get_table_names()
+
+
+def test_a_searchable_field_made_sortable_too_keeps_its_one_index(conn):
+    create_dataset(conn, "shop", {"key": "id", "version": "at",
+                                  "fields": [{"name": "note", "type": "string", "searchable": True}]})
+    before = indexes(conn, "ds_shop")
+    assert before["ix_ds_shop_note_key"] == ["note", "id"]
+    both = evolve_dataset(conn, "shop", shape={"key": "id", "version": "at", "fields": [
+        {"name": "note", "type": "string", "searchable": True, "sortable": True}]})
+    assert both.version == 2 and both.shape.fields[0].sortable
+    assert shape_versions(conn, "shop")[0]["changes"] == ["made 'note' sortable"]
+    assert indexes(conn, "ds_shop") == before
