@@ -1,13 +1,13 @@
 """Dead letters: filter, counts, export; reprocess, edit-and-retry, discard, reopen; confirmed bulk actions."""
 import json
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
 from .. import queries
 from ..extensions import db
 from ..pipeline import DeadLetterError, RunFailed, discard, jsontext, parse_edit, reopen
 from ..runs import current_service
-from .filters import DeadLetterView, lenient
+from .filters import DeadLetterView, current_dataset, lenient
 from .forms import ActionForm, BulkForm, DiscardForm, EditForm
 from .target import export_response
 
@@ -18,8 +18,8 @@ EXPORT_COLUMNS = ("id", "status", "error", "detail", "key", "run_id", "pos", "li
 
 
 def _filters(args) -> dict:
-    """The filter a request asks for; the status defaults to open, `all` lifts it."""
-    args = {**args, "status": args.get("status", "open")}
+    """The filter a request asks for, in the request's dataset; the status defaults to open, `all` lifts it."""
+    args = {**args, "status": args.get("status", "open"), "dataset": g.dataset.name}
     return lenient(DeadLetterView, {k: v for k, v in args.items() if not (k == "status" and v == "all")})
 
 
@@ -35,9 +35,9 @@ def index():
     with db.engine.connect() as conn:
         page = queries.dead_letters_page(conn, **filters, cursor=request.args.get("cursor"),
                                          before=request.args.get("before"))
-        counts = queries.dead_letter_tallies(conn, run_id=filters["run_id"])
+        counts = queries.dead_letter_tallies(conn, g.dataset, run_id=filters["run_id"])
     return render_template("dead_letters/index.html", page=page, counts=counts, filters=filters,
-                           query_args=_query_args(filters), errors=queries.ERROR_CODES,
+                           query_args=_query_args(filters), errors=queries.error_codes(g.dataset),
                            statuses=queries.DEAD_LETTER_STATUSES, form=ActionForm())
 
 
@@ -63,6 +63,7 @@ def _letter_or_404(conn, dl_id: int) -> dict:
     letter = queries.dead_letter(conn, dl_id)
     if letter is None:
         abort(404, f"There is no dead letter {dl_id}.")
+    g.dataset = current_dataset(letter["dataset"])  # the page's links stay in the letter's dataset
     return letter
 
 
@@ -72,7 +73,7 @@ def _render_letter(dl_id: int, edit_form: EditForm | None = None, status: int = 
     if edit_form is None:
         edit_form = EditForm(raw=pretty(letter["last_raw"] or letter["raw"]))
     return render_template("dead_letters/show.html", letter=letter, pretty=pretty, edit_form=edit_form,
-                           discard_form=DiscardForm(), form=ActionForm()), status
+                           discard_form=DiscardForm(), form=ActionForm(), shape=g.dataset.shape), status
 
 
 @bp.get("/<int:dl_id>")
@@ -154,7 +155,8 @@ def reopen_one(dl_id: int):
 
 def _selection(conn, filters: dict) -> list[int]:
     # Bulk actions act on the open dead letters of the filter: only those can be reprocessed or discarded.
-    return queries.dead_letter_ids(conn, error=filters["error"], status="open", run_id=filters["run_id"])
+    return queries.dead_letter_ids(conn, filters["dataset"], error=filters["error"], status="open",
+                                   run_id=filters["run_id"])
 
 
 @bp.get("/bulk")
@@ -165,7 +167,8 @@ def bulk_confirm():
         abort(404, "Choose reprocess or discard.")
     filters = _filters(request.args)
     with db.engine.connect() as conn:
-        count = queries.dead_letter_count(conn, error=filters["error"], status="open", run_id=filters["run_id"])
+        count = queries.dead_letter_count(conn, filters["dataset"], error=filters["error"], status="open",
+                                          run_id=filters["run_id"])
     form = BulkForm(action=action, error=filters["error"] or "", run=filters["run_id"] or "", confirm=count)
     return render_template("dead_letters/bulk.html", action=action, filters=filters, count=count, form=form,
                            query_args=_query_args(filters))

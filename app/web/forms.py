@@ -3,14 +3,22 @@ from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DecimalField,
+    FieldList,
+    FileField,
+    Form,
+    FormField,
     HiddenField,
     IntegerField,
     MultipleFileField,
+    SelectField,
     StringField,
+    SubmitField,
     TextAreaField,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
+from ..datasets.shape import FIELD_TYPES, MAX_MAX_LENGTH
 from ..queries import storable
 
 
@@ -23,6 +31,7 @@ def storable_text(form, field) -> None:
 class UploadForm(FlaskForm):
     """One or more files and the run options of SPEC §2."""
 
+    dataset = SelectField("Dataset", default="events", validate_choice=False)
     files = MultipleFileField("Files (JSON, JSON Lines, or gzip of either)")
     ignore_watermark = BooleanField("Backfill: ignore the watermark (load late records)")
     max_reject_percent = DecimalField("Reject threshold (% of records, blank for none)", places=None,
@@ -64,3 +73,73 @@ class WatermarkForm(FlaskForm):
 
 class ResetForm(FlaskForm):
     """Reset (remove) the watermark."""
+
+
+# --- datasets ---------------------------------------------------------------------------------------
+
+EMPTY_FIELD_ROWS = 6  # a new dataset's form has at least this many empty field rows
+MORE_ROWS = 5         # "More field rows" adds this many
+
+
+class FieldRow(Form):
+    """One payload field of a shape (a plain Form: the CSRF token is the outer form's)."""
+
+    name = StringField("Field name", validators=[Optional(), Length(max=63), storable_text])
+    type = SelectField("Type", choices=[SelectChoice(t) for t in FIELD_TYPES], default="string")
+    required = BooleanField("Required")
+    max_length = IntegerField("Max length", validators=[Optional(), NumberRange(1, MAX_MAX_LENGTH)])
+    sortable = BooleanField("Sortable")
+    searchable = BooleanField("Searchable")
+
+
+class DatasetForm(FlaskForm):
+    """A new dataset: name, title, description, key and version fields, a table of payload fields, or its JSON."""
+
+    name = StringField("Name", validators=[Optional(), Length(max=40), storable_text])
+    title = StringField("Title", validators=[Optional(), Length(max=200), storable_text])
+    description = TextAreaField("Description", validators=[Optional(), Length(max=2000), storable_text])
+    key = StringField("Key field (a string, at most 256 characters: the upsert key)",
+                      validators=[Optional(), Length(max=63), storable_text])
+    version = StringField("Version field (a timestamp: watermark, stale rule, in-run winner)",
+                          validators=[Optional(), Length(max=63), storable_text])
+    fields = FieldList(FormField(FieldRow), min_entries=EMPTY_FIELD_ROWS, max_entries=200)
+    shape_json = TextAreaField("Shape as JSON", validators=[Optional(), Length(max=200_000), storable_text])
+    create = SubmitField("Create dataset")
+    create_from_json = SubmitField("Create from this JSON")
+    more = SubmitField("More field rows")
+
+
+class ProposeForm(FlaskForm):
+    """A sample file to propose a shape from."""
+
+    sample = FileField("Sample file (JSON, JSON Lines, or gzip of either; the first 10,000 records are read)")
+
+
+class ExistingFieldRow(Form):
+    """What may change in a field a shape has: a longer max_length, sortable, searchable."""
+
+    name = HiddenField()
+    max_length = IntegerField("Max length", validators=[Optional(), NumberRange(1, MAX_MAX_LENGTH)])
+    sortable = BooleanField("Sortable")
+    searchable = BooleanField("Searchable")
+
+
+class NewFieldRow(Form):
+    """An optional field added to a shape."""
+
+    name = StringField("Field name", validators=[Optional(), Length(max=63), storable_text])
+    type = SelectField("Type", choices=[SelectChoice(t) for t in FIELD_TYPES], default="string")
+    max_length = IntegerField("Max length", validators=[Optional(), NumberRange(1, MAX_MAX_LENGTH)])
+    sortable = BooleanField("Sortable")
+    searchable = BooleanField("Searchable")
+
+
+class EvolveForm(FlaskForm):
+    """The allowed changes of a dataset: title, description, longer strings, new indexes, new optional fields."""
+
+    title = StringField("Title", validators=[Optional(), Length(max=200), storable_text])
+    description = TextAreaField("Description", validators=[Optional(), Length(max=2000), storable_text])
+    existing = FieldList(FormField(ExistingFieldRow), max_entries=100)
+    added = FieldList(FormField(NewFieldRow), min_entries=3, max_entries=200)
+    save = SubmitField("Save as a new version")
+    more = SubmitField("More new field rows")

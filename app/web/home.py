@@ -1,5 +1,6 @@
-"""The home page: the upload form, headline numbers and the latest runs."""
-from flask import Blueprint, render_template
+"""The home page: every dataset's numbers, the upload form (which asks for the dataset) and the latest runs."""
+from flask import Blueprint, g, render_template
+from wtforms.fields.choices import SelectChoice
 
 from .. import queries
 from ..extensions import db
@@ -8,9 +9,26 @@ from .forms import UploadForm
 bp = Blueprint("home", __name__)
 
 
+def upload_choices(conn, form: UploadForm) -> list:
+    """Offer the datasets a file can be uploaded to (not the archived ones); the page's own is chosen first."""
+    datasets = queries.datasets_overview(conn)
+    form.dataset.choices = [SelectChoice(d["name"], d["name"] + (f" — {d['title']}" if d["title"] else ""))
+                            for d in datasets if d["archived_at"] is None]
+    if not form.is_submitted() and g.dataset.archived_at is None:
+        form.dataset.data = g.dataset.name
+    return datasets
+
+
+def home_page(form: UploadForm, status: int = 200, **extra):
+    """The home page with this upload form (and its errors)."""
+    with db.engine.connect() as conn:
+        datasets = upload_choices(conn, form)
+        data = queries.overview(conn, g.dataset)
+        data["latest_runs"] = queries.latest_runs(conn, every=True)
+    return render_template("home/index.html", form=form, datasets=datasets, **data, **extra), status
+
+
 @bp.get("/")
 def index():
-    """Upload form, headline numbers and the latest runs."""
-    with db.engine.connect() as conn:
-        data = queries.overview(conn)
-    return render_template("home/index.html", form=UploadForm(), **data)
+    """Every dataset's numbers, the upload form and the latest runs of every dataset."""
+    return home_page(UploadForm())

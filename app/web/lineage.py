@@ -1,5 +1,5 @@
-"""Lineage of a key: its current target row and its timeline across runs; the jump-to-key box lands here."""
-from flask import Blueprint, redirect, render_template, request, url_for
+"""Lineage of a key in a dataset: its current target row and its timeline across runs; the jump-to-key box lands here."""
+from flask import Blueprint, g, redirect, render_template, request, url_for
 
 from .. import queries
 from ..extensions import db
@@ -20,7 +20,8 @@ def jump():
 def show(key: str):
     """A key's target row and timeline, newest first; a helpful page for a key never seen."""
     with db.engine.connect() as conn:
-        data = queries.lineage_of_key(conn, key, cursor=request.args.get("cursor"))
-        similar = queries.similar_keys(conn, key) if not data["rows"] and data["target"] is None else []
+        data = queries.lineage_of_key(conn, key, g.dataset, cursor=request.args.get("cursor"))
+        similar = queries.similar_keys(conn, key, g.dataset) if not data["rows"] and data["target"] is None else []
     status = 404 if not data["rows"] and data["target"] is None and data["first_page"] else 200
-    return render_template("lineage/show.html", data=data, similar=similar), status
+    return render_template("lineage/show.html", data=data, similar=similar,
+                           columns=queries.target_columns(g.dataset)), status

@@ -2,14 +2,14 @@
 import json
 from types import SimpleNamespace
 
-from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, g, jsonify, redirect, render_template, request, url_for
 
 from .. import queries
 from ..extensions import db
 from ..pipeline import summary_of
 from ..runs import RunService, RunStateError, current_service
 from .converters import MAX_ID
-from .filters import RunsView, lenient
+from .filters import RunsView, current_dataset, lenient
 from .forms import ActionForm
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
@@ -25,11 +25,10 @@ def _int(value) -> int | None:
 
 @bp.get("")
 def index():
-    """The run history, newest first, with a chart of records per run."""
-    status = lenient(RunsView, request.args)["status"]
+    """A dataset's run history, newest first, with a chart of records per run."""
+    view = lenient(RunsView, {**request.args.to_dict(), "dataset": g.dataset.name})
     with db.engine.connect() as conn:
-        page = queries.runs_page(conn, status=status, cursor=request.args.get("cursor"),
-                                 before=request.args.get("before"))
+        page = queries.runs_page(conn, **view, cursor=request.args.get("cursor"), before=request.args.get("before"))
     return render_template("runs/index.html", page=page, statuses=queries.RUN_STATUSES, form=ActionForm())
 
 
@@ -44,7 +43,8 @@ def show(run_id: int):
         run = queries.run_detail(conn, run_id)
         if run is None:
             abort(404, f"There is no run {run_id}.")
-        letters = queries.dead_letters_page(conn, run_id=run_id, limit=20)
+        g.dataset = current_dataset(run["dataset"])  # the page's links stay in the run's dataset
+        letters = queries.dead_letters_page(conn, g.dataset, run_id=run_id, limit=20)
         lineage = queries.run_lineage(conn, run_id, cursor=request.args.get("lineage"))
     progress = current_service().progress(run_id) if run["status"] in ("queued", "running") else None
     return render_template("runs/show.html", run=run, letters=letters, lineage=lineage, progress=progress,

@@ -1,14 +1,14 @@
-"""The target table: keyset pages, prefix search, sorts, and streamed CSV / JSON export of the view."""
+"""A dataset's target table: its own columns, keyset pages, prefix searches, sorts, streamed CSV / JSON export."""
 import csv
 import io
 import itertools
 import json
 
-from flask import Blueprint, Response, render_template, request, stream_with_context
+from flask import Blueprint, Response, g, render_template, request, stream_with_context
 
 from .. import queries
 from ..extensions import db
-from .filters import TargetView, lenient
+from .filters import TargetView, lenient, search_param
 
 bp = Blueprint("target", __name__, url_prefix="/target")
 
@@ -17,19 +17,19 @@ COLUMNS = ("key", "name", "value", "ts", "updated_at", "run_id")
 
 
 def view_args() -> dict:
-    """The target view a request asks for: prefixes, sort and direction."""
-    return lenient(TargetView, {**request.args.to_dict(), "order": "desc" if request.args.get("desc") == "1"
-                                else "asc"})
+    """The target view a request asks for, in the request's dataset: searches, sort and direction."""
+    return lenient(TargetView, {**request.args.to_dict(), "dataset": g.dataset.name,
+                                "order": "desc" if request.args.get("desc") == "1" else "asc"})
 
 
 @bp.get("")
 def index():
-    """One page of the target table."""
+    """One page of a dataset's target table."""
     view = view_args()
     with db.engine.connect() as conn:
         page = queries.target_page(conn, **view, cursor=request.args.get("cursor"),
                                    before=request.args.get("before"), last=request.args.get("last") == "1")
-    return render_template("target/index.html", page=page, sorts=list(queries.TARGET_SORTS))
+    return render_template("target/index.html", page=page, search_param=search_param)
 
 
 def csv_cell(value):
@@ -100,6 +100,9 @@ def export_response(rows_of, fmt: str, name: str, columns=COLUMNS) -> Response:
 
 @bp.get("/export.<any(csv, json):fmt>")
 def export(fmt: str):
-    """The whole current view (search and sort) as CSV or JSON, streamed."""
+    """The whole current view (search and sort) as CSV or JSON, streamed, with the dataset's columns."""
     view = view_args()
-    return export_response(lambda conn: queries.iter_target(conn, **view), fmt, "sluice-target")
+    ds = view["dataset"]
+    name = "sluice-target" if ds.name == queries.DEFAULT else f"sluice-{ds.name}"
+    return export_response(lambda conn: queries.iter_target(conn, **view), fmt, name,
+                           tuple(c.key for c in ds.table.columns))

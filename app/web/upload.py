@@ -1,12 +1,14 @@
 """Uploads from the browser: every file becomes a queued run (by form post, or by XHR with progress)."""
-from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, jsonify, redirect, request, url_for
 
 from .. import queries
+from ..datasets.registry import DatasetError
 from ..extensions import db
 from ..formatting import human_bytes
 from ..pipeline import InputError, Options, TooLarge
 from ..runs import current_service
 from .forms import UploadForm
+from .home import home_page, upload_choices
 
 bp = Blueprint("upload", __name__)
 
@@ -25,8 +27,14 @@ def upload():
     xhr = request.accept_mimetypes.best == "application/json"
     files = [f for f in (form.files.data or []) if getattr(f, "filename", "")]
     errors = []
+    with db.engine.connect() as conn:
+        upload_choices(conn, form)
+    offered = {c.value for c in form.dataset.choices}
     if not form.validate_on_submit():
         errors = [f"{form[name].label.text}: {' '.join(messages)}" for name, messages in form.errors.items()]
+    elif (form.dataset.data or "events") not in offered:
+        errors = [(f"Dataset: {str(form.dataset.data)[:100]!r} is not a dataset files can be uploaded to "
+                  "(it does not exist or is archived). Choose another.")]
     elif not files:
         errors = ["Choose at least one file to upload."]
     run_ids = []
@@ -38,7 +46,10 @@ def upload():
                 errors.append("A file name must not contain NUL characters: rename the file and upload it again.")
                 continue
             try:
-                run_ids.append(service.submit(f.stream, f.filename, kind="upload", options=options))
+                run_ids.append(service.submit(f.stream, f.filename, kind="upload", options=options,
+                                              dataset=form.dataset.data or "events"))
+            except DatasetError as exc:
+                errors.append(f"{f.filename}: {exc}")
             except TooLarge:
                 errors.append(f"{f.filename}: larger than the upload limit of "
                               f"{human_bytes(current_app.config['SLUICE_MAX_UPLOAD_BYTES'])}.")
@@ -49,9 +60,7 @@ def upload():
         return jsonify({"runs": run_ids, "errors": errors, "location": target if run_ids else None}), \
             202 if run_ids else 400
     if not run_ids:
-        with db.engine.connect() as conn:
-            data = queries.overview(conn)
-        return render_template("home/index.html", form=form, upload_errors=errors, **data), 400
+        return home_page(form, 400, upload_errors=errors)
     for message in errors:
         flash(message, "error")
     flash(f"Queued {len(run_ids)} run{'s' if len(run_ids) != 1 else ''}: "

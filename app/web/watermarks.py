@@ -1,7 +1,8 @@
-"""The watermark: its value and history; set or reset after a preview and a confirmation."""
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+"""A dataset's watermark: its value and history; set or reset after a preview and a confirmation."""
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
 from .. import queries
+from ..datasets.registry import DatasetError
 from ..extensions import db
 from ..pipeline import WatermarkError
 from ..pipeline import watermark as wm
@@ -14,7 +15,7 @@ bp = Blueprint("watermarks", __name__, url_prefix="/watermarks")
 def index():
     """The current watermark, its history and the form to change it."""
     with db.engine.connect() as conn:
-        data = queries.watermark_page(conn, cursor=request.args.get("cursor"))
+        data = queries.watermark_page(conn, g.dataset, cursor=request.args.get("cursor"))
     return render_template("watermarks/index.html", data=data, value=request.args.get("value", ""))
 
 
@@ -26,11 +27,11 @@ def confirm():
     with db.engine.connect() as conn:
         try:
             canonical = None if reset else wm.check_value(value)
-            rows = wm.preview(conn, canonical)
+            rows = wm.preview(conn, canonical, dataset=g.dataset)
         except WatermarkError as exc:
-            data = queries.watermark_page(conn)
+            data = queries.watermark_page(conn, g.dataset)
             return render_template("watermarks/index.html", data=data, value=value, error=str(exc)), 400
-        current = wm.current(conn)
+        current = wm.current(conn, g.dataset.watermark)
     form = ResetForm() if reset else WatermarkForm(value=canonical)
     return render_template("watermarks/confirm.html", reset=reset, value=canonical, rows=rows, current=current,
                            form=form)
@@ -44,8 +45,8 @@ def set_value():
         abort(400)
     with db.engine.connect() as conn:
         try:
-            value = wm.set_value(conn, form.value.data, via="web")
-        except WatermarkError as exc:
+            value = wm.set_value(conn, form.value.data, via="web", dataset=g.dataset)
+        except (WatermarkError, DatasetError) as exc:
             flash(f"The watermark was not changed: {exc}", "error")
             return redirect(url_for("watermarks.index", value=form.value.data), 303)
     flash(f"The watermark is now {value} (UTC).", "ok")
@@ -58,6 +59,10 @@ def reset():
     if not ResetForm().validate_on_submit():
         abort(400)
     with db.engine.connect() as conn:
-        wm.reset(conn, via="web")
+        try:
+            wm.reset(conn, via="web", dataset=g.dataset)
+        except DatasetError as exc:
+            flash(f"The watermark was not reset: {exc}", "error")
+            return redirect(url_for("watermarks.index"), 303)
     flash("The watermark was reset: the next run processes every record.", "ok")
     return redirect(url_for("watermarks.index"), 303)
