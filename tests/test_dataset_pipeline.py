@@ -251,6 +251,21 @@ def test_a_run_records_its_dataset_and_the_shape_version_it_used(conn, write, or
     assert events["dataset"] == "events"
 
 
+def test_a_shape_changed_while_a_run_reads_makes_it_read_again_with_the_new_shape(conn, engine, write, orders):
+    evolved = []
+
+    def evolve_once(phase, records, nbytes):
+        if phase == "classifying" and not evolved:
+            with engine.connect() as other:
+                fields = [*ORDERS["fields"], {"name": "coupon", "type": "string"}]
+                evolved.append(evolve_dataset(other, "orders", shape={**ORDERS, "fields": fields}))
+
+    summary = load(conn, write, [order("o1", coupon="WINTER")], progress=evolve_once)
+    assert (summary["inserted"], evolved[0].version) == (1, 2)
+    assert fetch(conn, "SELECT shape_version FROM runs WHERE id = :r", r=summary["run_id"]) == [(2,)]
+    assert fetch(conn, "SELECT order_id, coupon FROM ds_orders") == [("o1", "WINTER")]
+
+
 def test_an_archived_or_unknown_dataset_takes_no_new_run(conn, write, orders):
     load(conn, write, [order("o1", total="abc")], name="first.json")
     (dl_id,) = [r.id for r in fetch(conn, "SELECT id FROM dead_letters")]

@@ -201,7 +201,8 @@ def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item
             except _Restart:
                 close_files()
         else:
-            raise InputError("the watermark kept moving while the run was read; retry the run")
+            raise InputError("the watermark or the dataset's shape kept changing while the run was read; "
+                             "retry the run")
     except RunCancelled:
         _finish_failed(conn, run, "cancelled", "cancelled by request")
         raise RunFailed(run_id, "cancelled by request") from None
