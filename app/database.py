@@ -30,6 +30,14 @@ def make_engine(url: str, **kwargs) -> Engine:
 
 def configure_engine(engine: Engine) -> None:
     """Apply Sluice's settings to an engine (WAL and explicit BEGIN on SQLite)."""
+    if engine.dialect.name == "postgresql":
+        @event.listens_for(engine, "connect")
+        def _no_prepared_plans(dbapi_conn, _record):
+            # psycopg prepares a statement run 5 times on a connection; once a dataset's string column
+            # is widened (ALTER TYPE), that plan fails every later run with "cached plan must not
+            # change result type". Sluice's statements are few and set-based: preparing gains nothing.
+            dbapi_conn.prepare_threshold = None
+        return
     if engine.dialect.name != "sqlite":
         return
 
