@@ -241,7 +241,7 @@ def test_evolving_adds_a_column_raises_a_length_builds_an_index_and_records_the_
     with conn.begin():
         conn.execute(text("INSERT INTO ds_orders (order_id, customer, total, updated_at, sluice_updated_at) "
                           "VALUES ('o1', 'ann', 5, '2025-01-15T12:00:00', '2025-01-16T00:00:00')"))
-    new_shape = orders(customer={"max_length": 5000}, items={"sortable": True},
+    new_shape = orders(customer={"max_length": 400}, items={"sortable": True},
                        add=[{"name": "note", "type": "string", "max_length": 300, "searchable": True},
                             {"name": "weight", "type": "number"}])
     new = evolve_dataset(conn, "orders", shape=new_shape, actor="bob")
@@ -253,12 +253,12 @@ def test_evolving_adds_a_column_raises_a_length_builds_an_index_and_records_the_
     cols = columns(conn, "ds_orders")
     assert cols["note"]["nullable"] and cols["weight"]["nullable"] and cols["note"]["type"].length == 300
     if conn.dialect.name == "postgresql":
-        assert cols["customer"]["type"].length == 5000
+        assert cols["customer"]["type"].length == 400
         assert fetch(conn, "SELECT collation_name FROM information_schema.columns "
                            "WHERE table_name = 'ds_orders' AND column_name = 'customer'") == [("C",)]
     assert indexes(conn, "ds_orders")["ix_ds_orders_items_key"] == ["items", "order_id"]
     assert indexes(conn, "ds_orders")["ix_ds_orders_note_key"] == ["note", "order_id"]
-    long_customer = "c" * 5000
+    long_customer = "c" * 400
     with conn.begin():
         conn.execute(text("UPDATE ds_orders SET customer = :c, note = 'n', weight = 1.5"), {"c": long_customer})
     assert fetch(conn, "SELECT order_id, customer, note, weight FROM ds_orders") == [
@@ -267,7 +267,7 @@ def test_evolving_adds_a_column_raises_a_length_builds_an_index_and_records_the_
     latest, first = shape_versions(conn, "orders")
     assert (latest["version"], latest["shape"], latest["actor"]) == (2, plain(new_shape), "bob")
     assert latest["changes"] == [
-        "raised max_length of 'customer' from 200 to 5,000",
+        "raised max_length of 'customer' from 200 to 400",
         "made 'items' sortable",
         "added optional field 'note' (string, max_length 300, searchable)",
         "added optional field 'weight' (number)",
@@ -365,7 +365,7 @@ def test_a_failure_after_the_ddl_leaves_nothing_half_made(conn, monkeypatch):
 
     with pytest.raises(RuntimeError, match="injected"):
         create_dataset(conn, "shop", {"key": "id", "version": "at", "fields": [{"name": "x", "type": "string",
-                                                                                 "sortable": True}]})
+                                                                                 "max_length": 40, "sortable": True}]})
     assert not conn.in_transaction()
     with conn.begin():
         assert not inspect(conn).has_table("ds_shop")
@@ -373,7 +373,7 @@ def test_a_failure_after_the_ddl_leaves_nothing_half_made(conn, monkeypatch):
         get_dataset(conn, "shop")
 
     with pytest.raises(RuntimeError, match="injected"):
-        evolve_dataset(conn, "orders", shape=orders(customer={"max_length": 900}, items={"sortable": True},
+        evolve_dataset(conn, "orders", shape=orders(customer={"max_length": 300}, items={"sortable": True},
                                                     add=[{"name": "note", "type": "string"}]))
     with pytest.raises(RuntimeError, match="injected"):
         archive_dataset(conn, "orders")
@@ -400,11 +400,11 @@ def test_a_shape_built_in_code_is_checked_like_plain_json(conn):
 
 def test_a_searchable_field_made_sortable_too_keeps_its_one_index(conn):
     create_dataset(conn, "shop", {"key": "id", "version": "at",
-                                  "fields": [{"name": "note", "type": "string", "searchable": True}]})
+                                  "fields": [{"name": "note", "type": "string", "max_length": 80, "searchable": True}]})
     before = indexes(conn, "ds_shop")
     assert before["ix_ds_shop_note_key"] == ["note", "id"]
     both = evolve_dataset(conn, "shop", shape={"key": "id", "version": "at", "fields": [
-        {"name": "note", "type": "string", "searchable": True, "sortable": True}]})
+        {"name": "note", "type": "string", "max_length": 80, "searchable": True, "sortable": True}]})
     assert both.version == 2 and both.shape.fields[0].sortable
     assert shape_versions(conn, "shop")[0]["changes"] == ["made 'note' sortable"]
     assert indexes(conn, "ds_shop") == before
@@ -416,5 +416,19 @@ def test_a_connection_that_read_a_table_often_still_reads_it_after_a_string_is_w
     with engine.connect() as reader:
         for _ in range(8):  # psycopg prepares a statement on the server once it ran 5 times
             assert fetch(reader, query, k="o1") == []
-        evolve_dataset(conn, "orders", shape=orders(customer={"max_length": 500}))
+        evolve_dataset(conn, "orders", shape=orders(customer={"max_length": 400}))
         assert fetch(reader, query, k="o1") == []  # not "cached plan must not change result type"
+
+
+def test_an_index_whose_entries_may_not_fit_is_refused_with_what_to_do(conn):
+    long_sorted = {"key": "id", "version": "at", "fields": [{"name": "note", "type": "string", "sortable": True}]}
+    with pytest.raises(DatasetError, match="a sortable string holds at most 400 characters") as err:
+        create_dataset(conn, "shop", long_sorted)
+    assert err.value.code == "invalid" and "set max_length to 400 or less" in str(err.value)
+    with pytest.raises(DatasetError, match="json, which cannot be sorted by"):
+        create_dataset(conn, "shop", {"key": "id", "version": "at",
+                                      "fields": [{"name": "doc", "type": "json", "sortable": True}]})
+    create_dataset(conn, "orders", ORDERS)
+    with pytest.raises(DatasetError, match="a sortable string holds at most 400"):
+        evolve_dataset(conn, "orders", shape=orders(customer={"max_length": 401}))
+    assert get_dataset(conn, "orders").version == 1

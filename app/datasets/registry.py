@@ -18,7 +18,7 @@ from ..models import Dataset as DatasetRow
 from ..models import DatasetVersion, Watermark
 from ..pipeline.validate import now_text
 from . import tables
-from .shape import NAME_RE, Shape, ShapeError, check_evolution, parse_shape
+from .shape import NAME_RE, Shape, ShapeError, check_evolution, check_indexable, parse_shape
 
 DEFAULT = tables.DEFAULT
 WATERMARK_MAX = 64  # watermarks.name
@@ -193,6 +193,13 @@ def _shape(shape) -> Shape:
         raise DatasetError("invalid", str(exc)) from None
 
 
+def _indexable(shape: Shape, before: Shape | None = None) -> None:
+    try:
+        check_indexable(shape, before)
+    except ShapeError as exc:
+        raise DatasetError("invalid", str(exc)) from None
+
+
 def _text(value, what: str) -> str:
     if value is None:
         return ""
@@ -219,6 +226,7 @@ def create_dataset(conn: Connection, name: str, shape: "Shape | dict", *, title:
     if not isinstance(name, str) or not re.fullmatch(NAME_RE, name):
         raise DatasetError("invalid", f"{name!r} is not a valid dataset name ({_NAME_RULE})")
     parsed = _shape(shape)
+    _indexable(parsed)
     title, description = _text(title, "title"), _text(description, "description")
     watermark = watermark_name(name, parsed)
     table_name = tables.table_name(name)
@@ -263,6 +271,7 @@ def evolve_dataset(conn: Connection, name: str, *, shape: "Shape | dict | None" 
                 changes += check_evolution(old.shape, new_shape)
             except ShapeError as exc:
                 raise DatasetError("conflict", str(exc)) from None
+            _indexable(new_shape, old.shape)
         else:
             new_shape = old.shape
         values = {}

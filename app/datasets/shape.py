@@ -291,6 +291,27 @@ def _parse(data) -> Shape:
     return Shape(key=data["key"], version=data["version"], fields=tuple(fields))
 
 
+# PostgreSQL's btree holds at most 2,704 bytes per entry: an indexed string (up to 4 bytes a
+# character) plus the key (up to 1,024 bytes) fits when the string has at most 400 characters.
+MAX_INDEXED_LENGTH = 400
+
+
+def check_indexable(shape: Shape, before: Shape | None = None) -> None:
+    """Refuse an index whose entries may not fit every database's btree (fields new or changed since `before`)."""
+    unchanged = set(before.fields) if before else set()
+    for i, f in enumerate(shape.fields):
+        if f in unchanged:
+            continue
+        if f.type == "json" and f.sortable:
+            raise ShapeError(f"fields[{i}].sortable: {show(f.name)} is json, which cannot be sorted by; "
+                             "declare the values you sort by as fields of their own")
+        if f.type == "string" and (f.sortable or f.searchable) and f.max_length > MAX_INDEXED_LENGTH:
+            option = "sortable" if f.sortable else "searchable"
+            raise ShapeError(f"fields[{i}]: a {option} string holds at most {MAX_INDEXED_LENGTH} characters "
+                             f"(its index entries must fit), and {show(f.name)} has max_length {f.max_length:,}; "
+                             f"set max_length to {MAX_INDEXED_LENGTH} or less")
+
+
 _INSTEAD = ("To make such a change, create a new dataset with the new shape and load the data into it "
             "(this dataset and its history stay as they are).")
 
