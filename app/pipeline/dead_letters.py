@@ -57,7 +57,7 @@ def _record_of(row) -> tuple[object, str | None]:
 
 def reprocess(conn: Connection, ids: list[int], *, edited=None, settings: Settings | None = None,
               worker: str | None = None, supervise: Supervisor | None = None) -> dict:
-    """Retry open dead letters of one dataset as one run of kind `reprocess`; `edited` replaces the record of a single one.
+    """Retry open dead letters of one dataset as one `reprocess` run; `edited` replaces the record of a single one.
 
     The run belongs to the dead letters' dataset, ignores the watermark and keeps the stale rule.
     Returns the run's summary; raises DeadLetterError for a selection of several datasets and
@@ -113,15 +113,15 @@ def _change_status(conn: Connection, ids: list[int], *, frm: str, to: str, step:
         for i in range(0, len(ids), _CHUNK):
             conn.execute(update(DeadLetter).where(DeadLetter.id.in_(ids[i:i + _CHUNK])).values(**values))
         conn.execute(insert(Lineage), [
-            {"dataset": r.dataset, "run_id": None, "pos": r.pos, "line": r.line, "key": r.key or "", "step": step,
-             "at": now, "detail": detail, "dead_letter_id": r.id, "actor": actor} for r in rows])
+            {"dataset": r.dataset, "run_id": None, "pos": r.pos, "line": r.line, "key": r.key or "",
+             "step": step, "at": now, "detail": detail, "dead_letter_id": r.id, "actor": actor} for r in rows])
         if then is not None:
             then(conn, rows, now, actor)
     return len(rows)
 
 
 def _merge_same_records(conn: Connection, rows: list, now: str, actor: str | None) -> None:
-    """Merge open dead letters of one dataset, raw record and error (SPEC §4): the oldest stays open with every sighting.
+    """Merge open dead letters of one dataset, raw and error (SPEC §4): the oldest stays open with every sighting.
 
     The others are discarded with a reason naming it and keep no sighting, so none is counted twice.
     """
@@ -145,7 +145,8 @@ def _merge_same_records(conn: Connection, rows: list, now: str, actor: str | Non
     if merged:
         conn.execute(insert(Lineage), [
             {"dataset": r.dataset, "run_id": None, "pos": r.pos, "line": r.line, "key": r.key or "",
-             "step": "discarded", "at": now, "detail": f"merged into dead letter {into}: the same record and error",
+             "step": "discarded", "at": now,
+             "detail": f"merged into dead letter {into}: the same record and error",
              "dead_letter_id": r.id, "actor": actor} for r, into in merged])
 
 

@@ -86,7 +86,8 @@ def classify(staging: Staging) -> dict:
     table, key, payload, version, _updated, _run = _quoted(staging)
     staged = payload_names(ds)
     nullable = [c.nullable for c in ds.payload_cols]
-    same = " AND ".join([*(_same(conn, f"w.{p}", f"t.{c}", n) for p, c, n in zip(staged, payload, nullable, strict=True)),
+    same = " AND ".join([*(_same(conn, f"w.{p}", f"t.{c}", n)
+                           for p, c, n in zip(staged, payload, nullable, strict=True)),
                          f"w.ver = t.{version}"])
     conn.exec_driver_sql("DROP TABLE IF EXISTS sluice_out")
     conn.exec_driver_sql("DROP TABLE IF EXISTS sluice_upd")
@@ -143,7 +144,8 @@ def texts(shape) -> dict:
 
 # :ds typed like the column it is compared with, so that PostgreSQL deduces one type for the parameter.
 _DS = "CAST(:ds AS VARCHAR(40))"
-_LINEAGE = f"INSERT INTO lineage (dataset, run_id, pos, line, key, step, at, detail, dead_letter_id) SELECT {_DS}, :run, "
+_LINEAGE = ("INSERT INTO lineage (dataset, run_id, pos, line, key, step, at, detail, dead_letter_id) "
+            f"SELECT {_DS}, :run, ")
 
 
 def apply(staging: Staging, *, run_id: int, now: str, watermark: str | None, retry: bool,
@@ -196,7 +198,8 @@ def _new_dead_letters(sql) -> int:
     return sql(
         "INSERT INTO dead_letters (dataset, run_id, last_run_id, pos, line, key, error, detail, raw, fingerprint, "
         "status, created_at, updated_at, attempts, sightings) "
-        f"SELECT {_DS}, :run, :run, r.pos, r.line, r.key, r.error, r.detail, r.raw, r.fp, 'open', :now, :now, 0, c.n "
+        f"SELECT {_DS}, :run, :run, r.pos, r.line, r.key, r.error, r.detail, r.raw, r.fp, 'open', :now, :now, "
+        "0, c.n "
         "FROM sluice_reject r JOIN (SELECT fp, min(pos) AS pos, count(*) AS n FROM sluice_reject "
         "GROUP BY fp) AS c ON r.pos = c.pos "
         "WHERE NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.dataset = :ds AND d.fingerprint = r.fp "

@@ -86,7 +86,7 @@ Supervisor = Callable[[int, Callable[[Progress], dict]], dict]
 
 
 def writable_dataset(conn: Connection, dataset="events"):
-    """The Dataset a new run may load into (a Dataset, a name or None for events), read in a transaction of its own.
+    """The Dataset a new run may load into (a Dataset, a name or None for events), read in its own transaction.
 
     Raises registry.DatasetError when it does not exist ("not_found") or is archived ("archived").
     """
@@ -107,7 +107,7 @@ def create_run(conn: Connection, *, kind: str, options: Options | None = None, s
                source_size: int | None = None, source_sha256: str | None = None, file_path: str | None = None,
                retry_of_id: int | None = None, dead_letter_id: int | None = None, worker: str | None = None,
                run_id: int | None = None, dataset="events") -> int:
-    """Record a queued run of `dataset` and return its id; with `worker`, the run is claimed by that process at once.
+    """Record a queued run of `dataset`; return its id. With `worker`, that process claims the run at once.
 
     Raises registry.DatasetError when the dataset does not exist or is archived.
     """
@@ -128,7 +128,8 @@ def create_run(conn: Connection, *, kind: str, options: Options | None = None, s
             same = conn.execute(select(func.min(Run.id)).where(Run.source_sha256 == source_sha256)).scalar()
         claimed = {"status": "running", "worker": worker, "heartbeat_at": now_text()} if worker else {}
         return conn.execute(insert(Run).values(
-            kind=kind, dataset=name, status=claimed.pop("status", "queued"), options=(options or Options()).to_json(),
+            kind=kind, dataset=name, status=claimed.pop("status", "queued"),
+            options=(options or Options()).to_json(),
             source_name=source_name, source_size=source_size, source_sha256=source_sha256,
             file_path=file_path, retry_of_id=retry_of_id, same_file_run_id=same,
             dead_letter_id=dead_letter_id, queued_at=now_text(),

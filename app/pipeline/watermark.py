@@ -1,4 +1,4 @@
-"""The watermark of a dataset: read it, move it (pipeline, only forward), set or reset it (operator), its history.
+"""A dataset's watermark: read it, move it (pipeline, only forward), set or reset it (operator), its history.
 
 `dataset` is a registry Dataset, a dataset's name, or None for `events`; its watermark is named
 by the dataset (`events_ts` for events).
@@ -92,7 +92,7 @@ def set_value(conn: Connection, value: str, *, via: str, actor: str | None = Non
 
 
 def reset(conn: Connection, *, via: str, actor: str | None = None, dataset=None, name: str | None = None) -> None:
-    """Remove the dataset's watermark: the next run processes everything and the stale rule protects newer data."""
+    """Remove the dataset's watermark: the next run processes everything, the stale rule protects newer data."""
     with write_transaction(conn):
         ds = _dataset(conn, dataset, name)
         _write(conn, ds, current(conn, ds.watermark), None, via, actor=actor)

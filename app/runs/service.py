@@ -64,7 +64,7 @@ class RunService:
                options: Options | None = None, dataset="events") -> int:
         """Store an upload by its SHA-256 and record a queued run of `dataset`; raise TooLarge or InputError at once.
 
-        Raises registry.DatasetError, before anything is stored, when the dataset does not exist or is archived.
+        Raises registry.DatasetError, before storing anything, when the dataset is unknown or archived.
         """
         if kind not in QUEUE_KINDS:
             raise ValueError(f"runs of kind {kind!r} are not executed by the queue")
@@ -100,14 +100,14 @@ class RunService:
     def run_file(self, path: str | Path, *, options: Options | None = None, dataset="events") -> dict:
         """Execute a `cli` run of a local file into `dataset` now, claimed by this process; return its summary.
 
-        Raises RunFailed when the run failed, registry.DatasetError when the dataset does not exist or is archived.
+        Raises RunFailed when the run failed, registry.DatasetError when the dataset is unknown or archived.
         """
         with self.engine.connect() as conn:
             return run_file(conn, path, kind="cli", options=options, settings=self.settings,
                             worker=self.worker_id(), supervise=self._supervise, dataset=dataset)
 
     def reprocess(self, ids: list[int], *, edited=None) -> dict:
-        """Retry open dead letters (of one dataset) now as one `reprocess` run of this process; return its summary.
+        """Retry open dead letters of one dataset now as one `reprocess` run of this process; return its summary.
 
         The run belongs to the dead letters' dataset. Raises DeadLetterError when the selection cannot
         be retried, RunFailed when the run failed, registry.DatasetError when the dataset is archived.
