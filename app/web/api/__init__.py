@@ -1,4 +1,5 @@
-"""The JSON API under /api/ (SPEC §9), built on flask-smorest: runs, target and lineage, dead letters, watermarks.
+"""The JSON API under /api/ (SPEC §9, §10), built on flask-smorest: runs, target and lineage, dead letters,
+watermarks, datasets; every operation on a dataset's data takes `?dataset=NAME` (default events).
 
 Each area's views live in a module of their own and share one blueprint (`api`); `schemas.py` holds the
 request and response models, `gate.py` the cross-site gate, `errors.py` the error format. The OpenAPI 3.1
@@ -9,9 +10,9 @@ from flask import Flask
 from flask_smorest import Api
 from flask_smorest.spec.plugins import FlaskPlugin
 
-from . import dead_letters, errors, gate, runs, target, watermarks  # noqa: F401  (they register their views)
+from . import datasets, dead_letters, errors, gate, runs, schemas, target, watermarks  # noqa: F401  (they register views)
 from .blueprint import bp
-from .schemas import Error
+from .schemas import SHAPE_COMPONENTS, Error
 
 __all__ = ["bp", "init_app"]
 
@@ -22,6 +23,12 @@ opaque, and one this API did not write answers 400 `bad_cursor`.
 Errors are `{"error": {"code": "...", "message": "..."}}` with the 4xx or 503 status each operation lists.
 Bodies: JSON (`Content-Type: application/json`) of at most the request limit (1 MiB by default,
 SLUICE_MAX_REQUEST_BYTES); uploads up to SLUICE_MAX_UPLOAD_BYTES.
+
+Datasets (SPEC §10): every operation on a dataset's data (runs, target, lineage, dead letters,
+watermarks) takes `?dataset=NAME`, default `events`; an unknown dataset answers 404 `unknown_dataset`,
+and a write to an archived one 409 `archived`. `/api/datasets` lists, creates, evolves and archives
+datasets; `/api/datasets/propose` proposes a shape from a sample file; `/api/datasets/shape-schema` is
+the JSON Schema of a shape.
 
 Cross-site requests: state-changing requests (POST, PUT, DELETE) carrying a browser's
 `Sec-Fetch-Site: cross-site|same-site` header, or an `Origin` other than this server's own (scheme, host and
@@ -73,4 +80,10 @@ def init_app(app: Flask) -> None:
     api = SluiceApi(app, spec_kwargs={"flask_plugin": OperationParameters(), "extra_plugins": [OperationIds()],
                                       "info": {"description": DESCRIPTION}})
     api.register_converter(app.url_map.converters["int"], _id_schema)
+    for name, component in SHAPE_COMPONENTS.items():
+        api.spec.components.schema(name, component=component)
     api.register_blueprint(bp)
+    # Referenced by the `anyOf`s of exports and rows, not by a field: registered by name.
+    for name in ("TargetRow", "TargetPage", "DeadLetterExport", "DeadLetterPage"):
+        if name not in api.spec.components.schemas:
+            api.spec.components.schema(name, schema=getattr(schemas, name))

@@ -12,8 +12,10 @@ from webargs import core
 from webargs.flaskparser import FlaskParser
 
 from ... import queries
+from ...datasets.registry import Dataset, ensure_writable
 from ...extensions import csrf, db
 from ...pipeline import jsontext
+from ..filters import current_dataset
 
 JSON_TYPES = ("application/json", "application/merge-patch+json")
 MAX_ECHO = 200  # characters of a client's input an error message may repeat
@@ -120,3 +122,23 @@ def id_cursor(cursor: str | None) -> None:
     if values is not None and (isinstance(values[0], bool) or not isinstance(values[0], int)
                                or not 0 <= values[0] < 2 ** 63):
         raise queries.BadCursor("this cursor is not valid any more; start from the first page")
+
+
+def writable(dataset: "Dataset | str | None") -> Dataset:
+    """The dataset a write names, when it exists and takes new runs.
+
+    Raises DatasetError: "not_found" (404 `unknown_dataset`) or "archived" (409 `archived`).
+    """
+    found = dataset if isinstance(dataset, Dataset) else current_dataset(dataset)
+    ensure_writable(found)
+    return found
+
+
+def owned(row: dict | None, dataset: str | None) -> dict | None:
+    """The row when `dataset` is not given or is the row's own dataset; None otherwise (the caller answers 404).
+
+    A given dataset that does not exist raises DatasetError("not_found") (404 `unknown_dataset`).
+    """
+    if dataset is None or row is None:
+        return row
+    return row if current_dataset(dataset).name == row.get("dataset", "events") else None

@@ -9,7 +9,7 @@ from ...pipeline import dead_letters as actions
 from ...runs import current_service
 from ..target import export_response
 from . import schemas
-from .blueprint import ApiError, bp, errors, id_cursor, pick, read
+from .blueprint import ApiError, bp, errors, id_cursor, owned, pick, read, writable
 from .links import DEAD_LETTER_LINKS, DEAD_LETTER_PAGE_LINKS, REPROCESS_LINKS
 
 EXPORT = {"application/json": {"schema": {"anyOf": [
@@ -23,6 +23,7 @@ ID = [{"in": "path", "name": "dl_id", "required": True, "description": "A dead l
 def dead_letter_json(row: dict, detail: bool = False) -> dict:
     """A dead letter as the API shows it (with its last attempt and history in detail)."""
     out = pick(row, schemas.DEAD_LETTER_FIELDS)
+    out["dataset"] = row.get("dataset") or "events"
     out["url"] = url_for("api.get_dead_letter", dl_id=row["id"])
     if detail:
         out["last_raw"] = row.get("last_raw")
@@ -30,11 +31,19 @@ def dead_letter_json(row: dict, detail: bool = False) -> dict:
     return out
 
 
-def _letter_or_404(dl_id: int) -> dict:
+def _letter_or_404(dl_id: int, dataset: str | None = None) -> dict:
+    """The dead letter as JSON; 404 when there is none, or when it is not of `dataset` (when given)."""
     row = read(queries.dead_letter, dl_id) if 1 <= dl_id <= schemas.MAX_ID else None
-    if row is None:
-        raise ApiError(404, "not_found", f"no dead letter {dl_id}")
+    if owned(row, dataset) is None:
+        raise ApiError(404, "not_found", f"no dead letter {dl_id}" + (f" in dataset {dataset}" if row else ""))
     return dead_letter_json(row, detail=True)
+
+
+def _writable_letter(dl_id: int, dataset: str | None) -> dict:
+    """The dead letter, when its dataset takes changes (409 `archived` otherwise)."""
+    letter = _letter_or_404(dl_id, dataset)
+    writable(letter["dataset"])
+    return letter
 
 
 def _error(exc: DeadLetterError) -> ApiError:
@@ -55,9 +64,9 @@ def _reprocess(ids: list[int], edited=None) -> dict:
 @bp.arguments(schemas.DeadLetterQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.DeadLetterPage, description="A page of dead letters, or the streamed export.")
 @bp.doc(responses={200: {"content": EXPORT, "links": DEAD_LETTER_PAGE_LINKS}})
-@errors(503)
+@errors(404, 503)
 def list_dead_letters(view, limit, cursor=None, format=None):
-    """Dead letters newest first, filtered by error, status and run; counts per error; or streamed."""
+    """A dataset's dead letters newest first, filtered by error, status and run; counts per error; or streamed."""
     if format:
         return export_response(lambda conn: queries.iter_dead_letters(conn, **view), format,
                                "sluice-dead-letters", schemas.DEAD_LETTER_FIELDS)
@@ -65,7 +74,7 @@ def list_dead_letters(view, limit, cursor=None, format=None):
 
     def both(conn):
         return (queries.dead_letters_page(conn, cursor=cursor, limit=limit, **view),
-                queries.dead_letter_counts(conn, status=view["status"], run_id=view["run_id"]))
+                queries.dead_letter_counts(conn, view["dataset"], status=view["status"], run_id=view["run_id"]))
 
     page, counts = read(both)
     return jsonify({"items": [dead_letter_json(r) for r in page["rows"]], "next": page["next"],
@@ -73,12 +82,13 @@ def list_dead_letters(view, limit, cursor=None, format=None):
 
 
 @bp.route("/dead-letters/<int:dl_id>", methods=["GET"], parameters=ID)
+@bp.arguments(schemas.OwnerQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.DeadLetterDetail, description="The dead letter.")
 @bp.doc(responses={200: {"links": DEAD_LETTER_LINKS}})
 @errors(404, 503)
-def get_dead_letter(dl_id: int):
+def get_dead_letter(dl_id: int, dataset=None):
     """One dead letter with its raw record, its last attempt and its history."""
-    return jsonify(_letter_or_404(dl_id))
+    return jsonify(_letter_or_404(dl_id, dataset))
 
 
 def _edited(raw):
@@ -100,25 +110,27 @@ def _edited(raw):
 
 
 @bp.route("/dead-letters/<int:dl_id>/reprocess", methods=["POST"], parameters=ID)
+@bp.arguments(schemas.OwnerQuery, location="query", as_kwargs=True)
 @bp.arguments(schemas.ReprocessBody, required=False, as_kwargs=True)
 @bp.response(200, schemas.ReprocessResult, description="The reprocess run's summary and the dead letter.")
 @bp.doc(responses={200: {"links": REPROCESS_LINKS}})
 @errors(403, 404, 409, 413, 415, 422, 503)
-def reprocess_dead_letter(dl_id: int, raw=None):
+def reprocess_dead_letter(dl_id: int, raw=None, dataset=None):
     """Retry one open dead letter, unchanged or with an edited record (`raw`), as a run of its own."""
-    _letter_or_404(dl_id)
+    _writable_letter(dl_id, dataset)
     summary = _reprocess([dl_id], _edited(raw))
     return jsonify({"run": summary, "dead_letter": _letter_or_404(dl_id)})
 
 
 @bp.route("/dead-letters/<int:dl_id>/discard", methods=["POST"], parameters=ID)
+@bp.arguments(schemas.OwnerQuery, location="query", as_kwargs=True)
 @bp.arguments(schemas.DiscardBody, required=False, as_kwargs=True)
 @bp.response(200, schemas.DeadLetterDetail, description="The dead letter, discarded.")
 @bp.doc(responses={200: {"links": DEAD_LETTER_LINKS}})
 @errors(403, 404, 409, 413, 415, 503)
-def discard_dead_letter(dl_id: int, reason=None):
+def discard_dead_letter(dl_id: int, reason=None, dataset=None):
     """Discard one open dead letter, with an optional reason (at most 500 characters)."""
-    _letter_or_404(dl_id)
+    _writable_letter(dl_id, dataset)
     with db.engine.connect() as conn:
         try:
             actions.discard(conn, [dl_id], reason=reason, actor="api")
@@ -128,12 +140,13 @@ def discard_dead_letter(dl_id: int, reason=None):
 
 
 @bp.route("/dead-letters/<int:dl_id>/reopen", methods=["POST"], parameters=ID)
+@bp.arguments(schemas.OwnerQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.DeadLetterDetail, description="The dead letter, open again.")
 @bp.doc(responses={200: {"links": DEAD_LETTER_LINKS}})
 @errors(403, 404, 409, 503)
-def reopen_dead_letter(dl_id: int):
+def reopen_dead_letter(dl_id: int, dataset=None):
     """Reopen one discarded dead letter."""
-    _letter_or_404(dl_id)
+    _writable_letter(dl_id, dataset)
     with db.engine.connect() as conn:
         try:
             actions.reopen(conn, [dl_id], actor="api")
@@ -142,10 +155,13 @@ def reopen_dead_letter(dl_id: int):
     return jsonify(_letter_or_404(dl_id))
 
 
-def _selection(filter, confirm: int) -> list[int]:
-    """The ids of the open dead letters a bulk filter selects; 409 unless `confirm` is their count."""
+def _selection(dataset: str, filter, confirm: int) -> list[int]:
+    """The ids of a dataset's open dead letters a bulk filter selects; 409 unless `confirm` is their count."""
+    ds = writable(dataset)
     filter = filter or {}
-    ids = read(queries.dead_letter_ids, error=filter.get("error"), status="open", run_id=filter.get("run"))
+    if filter.get("error") is not None and filter["error"] not in queries.error_codes(ds):
+        raise ApiError(400, "bad_request", f"'filter.error': not an error code of {ds.name}")
+    ids = read(queries.dead_letter_ids, ds, error=filter.get("error"), status="open", run_id=filter.get("run"))
     if confirm != len(ids):
         raise ApiError(409, "count_mismatch",
                        f"{len(ids)} open dead letters match this filter, not {confirm}; "
@@ -154,24 +170,26 @@ def _selection(filter, confirm: int) -> list[int]:
 
 
 @bp.post("/dead-letters/reprocess")
+@bp.arguments(schemas.DatasetQuery, location="query", as_kwargs=True)
 @bp.arguments(schemas.BulkBody, as_kwargs=True)
 @bp.response(200, schemas.BulkResult, description="How many, and the run's summary.")
-@errors(403, 409, 413, 415, 503)
-def bulk_reprocess(confirm: int, filter=None):
-    """Retry every open dead letter a filter selects as one run, once `confirm` equals their count."""
-    ids = _selection(filter, confirm)
+@errors(403, 404, 409, 413, 415, 503)
+def bulk_reprocess(confirm: int, filter=None, dataset="events"):
+    """Retry every open dead letter of a dataset a filter selects as one run, once `confirm` equals their count."""
+    ids = _selection(dataset, filter, confirm)
     if not ids:
         return jsonify({"count": 0, "run": None})
     return jsonify({"count": len(ids), "run": _reprocess(ids)})
 
 
 @bp.post("/dead-letters/discard")
+@bp.arguments(schemas.DatasetQuery, location="query", as_kwargs=True)
 @bp.arguments(schemas.BulkDiscardBody, as_kwargs=True)
 @bp.response(200, schemas.BulkResult, description="How many were discarded.")
-@errors(403, 409, 413, 415, 503)
-def bulk_discard(confirm: int, filter=None, reason=None):
-    """Discard every open dead letter a filter selects, once `confirm` equals their count."""
-    ids = _selection(filter, confirm)
+@errors(403, 404, 409, 413, 415, 503)
+def bulk_discard(confirm: int, filter=None, reason=None, dataset="events"):
+    """Discard every open dead letter of a dataset a filter selects, once `confirm` equals their count."""
+    ids = _selection(dataset, filter, confirm)
     if not ids:
         return jsonify({"count": 0, "run": None})
     with db.engine.connect() as conn:

@@ -4,6 +4,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from ... import queries
+from ...datasets.registry import DatasetError
 from .blueprint import ApiError, bp
 
 ERROR_NAMES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -38,9 +39,24 @@ def _api_error(exc: ApiError):
     return error_response(exc.status, exc.code, exc.message, **exc.extra)
 
 
+@bp.errorhandler(404)  # by code: the app's own 404 handler would come first otherwise
 @bp.errorhandler(HTTPException)
 def _http_exception(exc: HTTPException):
+    if getattr(exc, "dataset", None) is not None:  # filters.UnknownDataset: a name that is no dataset
+        return error_response(404, "unknown_dataset", exc.description or "there is no such dataset")
     return _http_error(exc)
+
+
+# A registry refusal: an unknown dataset (named by `?dataset=` or a path), an archived one on a write,
+# a name taken or a change the shape does not allow, a shape that breaks its rules.
+DATASET_ERRORS = {"not_found": (404, "unknown_dataset"), "archived": (409, "archived"),
+                  "conflict": (409, "conflict"), "invalid": (422, "invalid")}
+
+
+@bp.errorhandler(DatasetError)
+def _dataset_error(exc: DatasetError):
+    status, code = DATASET_ERRORS.get(exc.code, (409, exc.code))
+    return error_response(status, code, str(exc))
 
 
 @bp.errorhandler(queries.BadCursor)

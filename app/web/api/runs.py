@@ -8,7 +8,7 @@ from ... import queries
 from ...pipeline import InputError, Options, TooLarge, summary_of
 from ...runs import current_service
 from . import schemas
-from .blueprint import ApiError, bp, errors, id_cursor, pick, read
+from .blueprint import ApiError, bp, errors, id_cursor, pick, read, writable
 from .links import RUN_LINKS, RUN_PAGE_LINKS
 
 MAX_ID = schemas.MAX_ID
@@ -23,6 +23,7 @@ def run_json(row: dict, svc) -> dict:
     out["retried_by"] = row.get("retried_by", [])
     out["progress"] = svc.progress(row["id"]) if row["status"] == "running" else None
     out["summary"] = summary_of(SimpleNamespace(**row)) if row.get("finished_at") else None
+    out["dataset"] = row.get("dataset") or "events"
     out["url"] = url_for("api.get_run", run_id=row["id"])
     return out
 
@@ -60,10 +61,14 @@ UPLOAD_BODY = {"required": True, "description": "The file (JSON, JSON Lines, or 
 @bp.arguments(schemas.UploadQuery, location="query", as_kwargs=True)
 @bp.response(202, schemas.Run, description="The queued run.", headers=LOCATION)
 @bp.doc(requestBody=UPLOAD_BODY, responses={202: {"links": RUN_LINKS}})
-@errors(403, 413, 415, 503)
-def create_run(ignore_watermark, dry_run, max_reject_rate=None, filename=None):
-    """Upload a file: queue a run (multipart field `file`, or the raw body with its media type)."""
+@errors(403, 404, 409, 413, 415, 503)
+def create_run(ignore_watermark, dry_run, max_reject_rate=None, filename=None, dataset="events"):
+    """Upload a file into a dataset: queue a run (multipart field `file`, or the raw body with its media type).
+
+    An unknown dataset answers 404 `unknown_dataset`, an archived one 409 `archived`, before the body is read.
+    """
     options = Options(ignore_watermark=ignore_watermark, max_reject_rate=max_reject_rate, dry_run=dry_run)
+    writable(dataset)
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
@@ -80,7 +85,7 @@ def create_run(ignore_watermark, dry_run, max_reject_rate=None, filename=None):
         raise ApiError(400, "bad_request", "the file name must not contain NUL")
     svc = current_service()
     try:
-        run_id = svc.submit(stream, filename[:255], kind="api", options=options)
+        run_id = svc.submit(stream, filename[:255], kind="api", options=options, dataset=dataset)
     except TooLarge as exc:
         raise ApiError(413, "too_large", str(exc)) from None
     except InputError as exc:
@@ -92,11 +97,11 @@ def create_run(ignore_watermark, dry_run, max_reject_rate=None, filename=None):
 @bp.arguments(schemas.RunsQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.RunPage, description="A page of runs.")
 @bp.doc(responses={200: {"links": RUN_PAGE_LINKS}})
-@errors(503)
+@errors(404, 503)
 def list_runs(view, limit, cursor=None):
-    """The run history, newest first, one keyset page at a time."""
+    """A dataset's run history, newest first, one keyset page at a time."""
     id_cursor(cursor)
-    page = read(queries.runs_page, status=view["status"], cursor=cursor, limit=limit)
+    page = read(queries.runs_page, view["dataset"], status=view["status"], cursor=cursor, limit=limit)
     svc = current_service()
     return jsonify({"items": [run_json(r, svc) for r in page["rows"]], "next": page["next"]})
 
@@ -128,8 +133,11 @@ def cancel_run(run_id: int):
 @bp.doc(responses={202: {"links": RUN_LINKS}})
 @errors(403, 404, 409, 503)
 def retry_run(run_id: int):
-    """Retry a failed or cancelled run from its kept file: a new queued run, 202 with its Location."""
-    run_or_404(run_id)
+    """Retry a failed or cancelled run from its kept file: a new queued run, 202 with its Location.
+
+    The new run loads into the run's dataset: 409 `archived` when that dataset is archived.
+    """
+    writable(run_or_404(run_id)["dataset"])
     svc = current_service()
     try:
         new_id = svc.retry(run_id)

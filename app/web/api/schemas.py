@@ -9,8 +9,20 @@ from typing import ClassVar
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from ... import queries
+from ...datasets.shape import NAME_RE, SHAPE_JSON_SCHEMA
 from ...pipeline.run import KINDS
-from ..filters import MAX_ID, TEXT_PATTERN, DeadLetterView, Flag, Int, Rate, RunsView, TargetView, text
+from ..filters import (
+    MAX_ID,
+    TEXT_PATTERN,
+    DeadLetterView,
+    Flag,
+    Int,
+    Rate,
+    RunsView,
+    TargetView,
+    dataset_field,
+    text,
+)
 
 # The opaque `next` cursor: base64url without padding (of a small JSON array).
 CURSOR_PATTERN = "^[A-Za-z0-9_-]*$"
@@ -55,6 +67,39 @@ class LimitQuery(Schema):
     limit = PageQuery._declared_fields["limit"]
 
 
+class DatasetQuery(Schema):
+    """The dataset an operation reads or writes (absent: events)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    dataset = dataset_field()
+
+
+class OwnerQuery(Schema):
+    """The dataset an id-addressed object must belong to, when given (404 otherwise)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    dataset = fields.String(metadata={
+        "pattern": NAME_RE, "description": "When given, the object must belong to this dataset (404 otherwise); "
+                                           "an unknown dataset answers 404 `unknown_dataset`."})
+
+
+class LineageQuery(PageQuery, DatasetQuery):
+    pass
+
+
+class WatermarksQuery(LimitQuery, DatasetQuery):
+    pass
+
+
+class WatermarkPageQuery(PageQuery, OwnerQuery):
+    pass
+
+
+
 FORMAT = fields.String(validate=validate.OneOf(["csv", "json"]),
                        metadata={"description": "Stream the whole view (every page) as CSV or as a JSON array."})
 
@@ -71,8 +116,8 @@ class DeadLetterQuery(DeadLetterView, PageQuery):
     format = FORMAT
 
 
-class UploadQuery(Schema):
-    """The run options of SPEC §2, and the name recorded for a raw-body upload."""
+class UploadQuery(DatasetQuery):
+    """The dataset, the run options of SPEC §2, and the name recorded for a raw-body upload."""
 
     class Meta:
         unknown = EXCLUDE
@@ -93,6 +138,10 @@ class PreviewQuery(Schema):
 
     value = fields.String(metadata={"pattern": WATERMARK_PATTERN,
                                     "description": "The candidate value; leave it out to preview a reset."})
+
+
+class WatermarkPreviewQuery(PreviewQuery, OwnerQuery):
+    pass
 
 
 # --- bodies ----------------------------------------------------------------------------------------
@@ -127,8 +176,12 @@ class DiscardBody(Schema):
     reason = REASON
 
 
+ERROR_CODE = "^[a-z_][a-z0-9_]{0,79}$"
+
+
 class BulkFilter(Schema):
-    error = fields.String(allow_none=True, validate=validate.OneOf(list(queries.ERROR_CODES)))
+    error = fields.String(allow_none=True, validate=validate.Regexp(ERROR_CODE),
+                          metadata={"description": "One of the dataset's error codes."})
     run = Int(allow_none=True, validate=validate.Range(1, MAX_ID))
 
 
@@ -191,6 +244,7 @@ class Summary(Schema):
         unknown = EXCLUDE
 
     run_id = fields.Integer()
+    dataset = fields.String()
     status = fields.String()
     watermark_before = fields.String(allow_none=True)
     watermark = fields.String(allow_none=True)
@@ -204,6 +258,9 @@ for _count in COUNTS:
 
 class Run(Schema):
     id = _int()
+    dataset = _str()
+    shape_version = _int(allow_none=True, metadata={"description": "The dataset's shape version the run used "
+                                                                  "(null until it starts)."})
     kind = _str(validate=validate.OneOf(list(KINDS)))
     status = _str(validate=validate.OneOf(list(queries.RUN_STATUSES)))
     source_name = _str(allow_none=True)
@@ -262,6 +319,7 @@ class Watermark(Schema):
     """A watermark; after a reset (or before the first run) its `value` is null."""
 
     name = _str()
+    dataset = _str()
     value = _time(allow_none=True)
     updated_at = _time(allow_none=True)
     history = fields.List(fields.Nested(HistoryEntry), required=True)
@@ -278,7 +336,7 @@ class DeadLetterExport(Schema):
     pos = _int()
     line = _int(allow_none=True)
     key = _str(allow_none=True)
-    error = _str(validate=validate.OneOf(list(queries.ERROR_CODES)))
+    error = _str(metadata={"pattern": ERROR_CODE, "description": "One of the dataset's error codes (SPEC §10)."})
     detail = _str()
     raw = _str(metadata={"description": "The record as received (JSON text, or a malformed line)."})
     status = _str(validate=validate.OneOf(list(queries.DEAD_LETTER_STATUSES)))
@@ -292,6 +350,7 @@ class DeadLetterExport(Schema):
 
 
 class DeadLetter(DeadLetterExport):
+    dataset = _str()
     url = _str()
 
 
@@ -310,8 +369,13 @@ class RunPage(Schema):
     next = _next()
 
 
+ROW = {"anyOf": [{"$ref": "#/components/schemas/TargetRow"}, {
+    "type": "object", "description": "A row of another dataset: its key field, its fields in order (null when "
+                                     "missing), its version field, `sluice_updated_at`, `sluice_run_id`."}]}
+
+
 class TargetPage(Schema):
-    items = fields.List(fields.Nested(TargetRow), required=True)
+    items = fields.List(fields.Dict(metadata=ROW), required=True)
     next = _next()
 
 
@@ -328,7 +392,8 @@ class WatermarkList(Schema):
 
 class Lineage(Schema):
     key = _str()
-    target = fields.Nested(TargetRow, required=True, allow_none=True)
+    dataset = _str()
+    target = fields.Dict(required=True, allow_none=True, metadata=ROW)
     items = fields.List(fields.Nested(LineageEntry), required=True)
     next = _next()
 
@@ -353,6 +418,108 @@ TARGET_FIELDS = tuple(TargetRow._declared_fields)
 DEAD_LETTER_FIELDS = tuple(DeadLetterExport._declared_fields)
 LINEAGE_FIELDS = tuple(LineageEntry._declared_fields)
 HISTORY_FIELDS = tuple(HistoryEntry._declared_fields)
-RUN_FIELDS = ("id", "kind", "status", "source_name", "source_size", "source_sha256", "retry_of_id",
+RUN_FIELDS = ("id", "dataset", "shape_version", "kind", "status", "source_name", "source_size", "source_sha256", "retry_of_id",
               "same_file_run_id", "dead_letter_id", "queued_at", "started_at", "finished_at",
               "file_removed_at", "cancel_requested", "error")
+
+
+# --- datasets ----------------------------------------------------------------------------------------
+
+def _shape_components() -> dict:
+    """The shape's JSON Schema as OpenAPI components: `Shape` and `ShapeField` (no `$id`, refs rewritten)."""
+    def local(node):
+        if isinstance(node, dict):
+            return {k: ("#/components/schemas/ShapeField" if k == "$ref" else local(v))
+                    for k, v in node.items() if k not in ("$schema", "$id", "$defs")}
+        if isinstance(node, list):
+            return [local(v) for v in node]
+        return node
+
+    return {"Shape": local(SHAPE_JSON_SCHEMA), "ShapeField": local(SHAPE_JSON_SCHEMA["$defs"]["field"])}
+
+
+SHAPE_COMPONENTS = _shape_components()
+SHAPE_REF = {"$ref": "#/components/schemas/Shape"}
+
+
+class ShapeJson(fields.Field):
+    """A shape in its plain JSON form (an object); the registry checks it against the shape's rules (422)."""
+
+    default_error_messages: ClassVar[dict] = {"invalid": "must be a shape: an object with key, version and fields"}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, dict):
+            raise self.make_error("invalid")
+        return value
+
+
+def _shape_field(**kwargs) -> ShapeJson:
+    return ShapeJson(metadata={"allOf": [SHAPE_REF], "description": "The shape (GET /api/datasets/shape-schema)."},
+                     **kwargs)
+
+
+TITLE = text(200, allow_none=True, metadata={"description": "A title (free text)."})
+DESCRIPTION = text(5000, allow_none=True, metadata={"description": "A description (free text)."})
+
+
+class DatasetCreateBody(Schema):
+    name = text(100, required=True, metadata={
+        "pattern": NAME_RE, "description": "A lowercase letter, then up to 39 lowercase letters, digits or _."})
+    title = TITLE
+    description = DESCRIPTION
+    shape = _shape_field(required=True)
+
+
+class DatasetChangeBody(Schema):
+    shape = _shape_field()
+    title = TITLE
+    description = DESCRIPTION
+
+
+class ShapeVersion(Schema):
+    version = _int()
+    shape = fields.Dict(required=True, metadata={"allOf": [SHAPE_REF]})
+    changes = fields.List(fields.String(), required=True)
+    at = _time()
+    actor = _str(allow_none=True)
+
+
+class DatasetInfo(Schema):
+    """A dataset: its catalogue entry and its headline numbers."""
+
+    name = _str()
+    title = _str()
+    description = _str()
+    shape = fields.Dict(required=True, metadata={"allOf": [SHAPE_REF]})
+    version = _int()
+    archived_at = _time(allow_none=True)
+    created_at = _time()
+    table = _str(metadata={"description": "Its target table's SQL name."})
+    watermark = _str(metadata={"description": "Its watermark's name."})
+    watermark_value = _time(allow_none=True)
+    rows = _int(metadata={"description": "Rows in its target table."})
+    open_dead_letters = _int()
+    url = _str()
+
+
+class DatasetDetail(DatasetInfo):
+    versions = fields.List(fields.Nested(ShapeVersion), required=True,
+                           metadata={"description": "Its shape's versions, newest first."})
+
+
+class DatasetList(Schema):
+    items = fields.List(fields.Nested(DatasetInfo), required=True)
+    next = fields.Raw(required=True, metadata={"type": "null"})
+
+
+class Proposal(Schema):
+    shape = fields.Dict(required=True, metadata={"allOf": [SHAPE_REF]})
+    records_read = _int()
+    notes = fields.List(fields.String(), required=True)
+
+
+class ShapeDocument(Schema):
+    """The JSON Schema document of a shape (its `$schema`, `properties`, `$defs`, …)."""
+
+    class Meta:
+        unknown = EXCLUDE

@@ -1,7 +1,9 @@
-"""The target table and the lineage of a key over the API."""
+"""The target table and the lineage of a key over the API, per dataset (`?dataset=`, default events)."""
 from flask import jsonify
 
 from ... import queries
+from ...datasets.registry import DEFAULT
+from ..filters import current_dataset
 from ..target import export_response
 from . import schemas
 from .blueprint import ApiError, bp, errors, id_cursor, pick, read
@@ -9,22 +11,29 @@ from .links import TARGET_LINKS
 
 EXPORT = {"application/json": {"schema": {"anyOf": [
     {"$ref": "#/components/schemas/TargetPage"},
-    {"type": "array", "items": {"$ref": "#/components/schemas/TargetRow"}}]}},
+    {"type": "array", "items": schemas.ROW}]}},
     "text/csv": {"schema": {"type": "string"}}}
+
+
+def row_fields(dataset) -> tuple[str, ...]:
+    """The columns a dataset's rows show: events' six of SPEC §9, another dataset's table columns in order."""
+    return schemas.TARGET_FIELDS if dataset.name == DEFAULT else tuple(c.key for c in dataset.table.columns)
 
 
 @bp.get("/target")
 @bp.arguments(schemas.TargetQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.TargetPage, description="A page of rows, or with `format` the whole view streamed.")
 @bp.doc(responses={200: {"content": EXPORT, "links": TARGET_LINKS}})
-@errors(503)
+@errors(404, 503)
 def list_target(view, limit, cursor=None, format=None):
-    """The target table: key and name prefix search, sort, keyset pages; or the whole view streamed."""
+    """A dataset's target table: prefix searches, sort, keyset pages; or the whole view streamed."""
+    columns = row_fields(view["dataset"])
     if format:
-        return export_response(lambda conn: queries.iter_target(conn, **view), format, "sluice-target",
-                               schemas.TARGET_FIELDS)
+        return export_response(lambda conn: queries.iter_target(conn, **view), format,
+                               "sluice-target" if view["dataset"].name == DEFAULT else f"sluice-{view['dataset'].name}",
+                               columns)
     page = read(queries.target_page, cursor=cursor, limit=limit, **view)
-    return jsonify({"items": [pick(r, schemas.TARGET_FIELDS) for r in page["rows"]], "next": page["next"]})
+    return jsonify({"items": [pick(r, columns) for r in page["rows"]], "next": page["next"]})
 
 
 KEY = [{"in": "path", "name": "key", "required": True, "description": "A record key (may contain `/`).",
@@ -32,16 +41,19 @@ KEY = [{"in": "path", "name": "key", "required": True, "description": "A record 
 
 
 @bp.route("/lineage/<path:key>", methods=["GET"], parameters=KEY)
-@bp.arguments(schemas.PageQuery, location="query", as_kwargs=True)
+@bp.arguments(schemas.LineageQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.Lineage, description="The key's lineage.")
 @errors(404, 503)
-def lineage(key: str, limit, cursor=None):
-    """A key's current target row and its lineage timeline across runs, newest first."""
+def lineage(key: str, limit, cursor=None, dataset=DEFAULT):
+    """A key's current target row in a dataset and its lineage timeline across runs, newest first."""
+    ds = current_dataset(dataset)
     id_cursor(cursor)
     if not queries.storable(key) or len(key) > 256:
         raise ApiError(404, "not_found", "no record was ever seen with this key")
-    data = read(queries.lineage_of_key, key, cursor=cursor, limit=limit)
+    data = read(queries.lineage_of_key, key, ds, cursor=cursor, limit=limit)
     if data["target"] is None and not data["rows"] and cursor is None:
-        raise ApiError(404, "not_found", f"no record was ever seen with the key {key!r}")
-    return jsonify({"key": key, "target": data["target"] and pick(data["target"], schemas.TARGET_FIELDS),
+        raise ApiError(404, "not_found", f"no record was ever seen with the key {key!r}"
+                       + ("" if ds.name == DEFAULT else f" in dataset {ds.name}"))
+    return jsonify({"key": key, "dataset": ds.name,
+                    "target": data["target"] and pick(data["target"], row_fields(ds)),
                     "items": [pick(r, schemas.LINEAGE_FIELDS) for r in data["rows"]], "next": data["next"]})
