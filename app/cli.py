@@ -25,6 +25,7 @@ from .datasets.registry import (
     get_dataset,
     shape_versions,
 )
+from .datasets.shape import ShapeError
 from .extensions import db
 from .intake import pending_runs
 from .models import DeadLetter, Lineage, Run
@@ -296,7 +297,7 @@ def dataset_propose_command(file):
             reader = Reader(f, settings.max_decompressed_bytes, settings.max_upload_bytes,
                             max_record=settings.max_record_bytes)
             proposal = propose_shape(itertools.islice(iter(reader), PROPOSE_RECORDS))
-    except InputError as exc:
+    except (InputError, ShapeError) as exc:
         raise click.ClickException(f"{file}: {exc}") from None
     click.echo(json.dumps(proposal["shape"], indent=2, ensure_ascii=False))
     click.echo(f"read {proposal['records_read']} records of {file}", err=True)
