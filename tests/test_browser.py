@@ -205,3 +205,59 @@ def test_the_runs_chart_is_drawn_under_the_policy(server, page, engine):
     assert bar.get_attribute("height") != "0.0" and bar.bounding_box()["height"] > 0
     assert page.locator("figure.chart").evaluate("e => getComputedStyle(e.querySelector('rect.loaded')).fill") \
         not in ("", "none", "rgb(0, 0, 0)")  # the stylesheet's colours apply
+
+
+def test_create_a_dataset_from_a_proposed_shape_upload_to_it_and_browse_it(server, page, tmp_path):
+    name = f"shop_{os.getpid()}_{threading.get_ident() % 1000}"  # PostgreSQL keeps the catalogue between tests
+    records = [{"order_id": f"o{i:02d}", "customer": f"{'acme' if i % 2 else 'zenith'} {i}", "total": i * 2.5,
+                "paid": i % 2 == 0, "updated_at": f"2025-03-{1 + i:02d}T08:00:00Z"} for i in range(12)]
+    sample = tmp_path / "shop.jsonl"
+    sample.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    page.goto(server + "/")
+    page.get_by_role("link", name="Datasets", exact=True).click()
+    page.get_by_role("link", name="New dataset…").click()
+    page.get_by_label("Sample file").set_input_files(str(sample))
+    page.get_by_role("button", name="Propose a shape").click()
+    page.locator("#proposal-notes").wait_for()
+    assert page.get_by_label("Key field").input_value() == "order_id"
+    assert page.get_by_label("Version field").input_value() == "updated_at"
+    # The administrator edits the proposal: a name of their own, customer searchable, total sortable.
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_label("Title").fill("The shop's orders")
+    rows = page.locator("#field-rows tbody tr")
+    names = [rows.nth(i).locator("input[type=text]").input_value() for i in range(rows.count())]
+    customer, total = names.index("customer") + 1, names.index("total") + 1
+    page.get_by_label(f"Field {customer} searchable").check()
+    page.get_by_label(f"Field {customer} max length").fill("200")  # a searchable string's index needs <= 400
+    page.get_by_label(f"Field {total} sortable").check()
+    page.screenshot(path=f"{SHOTS}/dataset-proposed.png", full_page=True)
+    page.get_by_role("button", name="Create dataset").click()
+    if page.locator("#form-errors").count():
+        raise AssertionError(page.locator("#form-errors").inner_text())
+    page.wait_for_url(re.compile(rf"/datasets/{name}$"))
+    page.get_by_text(f"Dataset {name} created").wait_for()
+    page.screenshot(path=f"{SHOTS}/dataset-page.png", full_page=True)
+    page.get_by_role("link", name="Upload a file to it…").click()
+    assert page.get_by_label("Dataset", exact=True).input_value() == name
+    page.get_by_label("Files (JSON, JSON Lines, or gzip of either)").set_input_files(str(sample))
+    page.get_by_role("button", name="Upload and run").click()
+    page.wait_for_url(re.compile(r"/runs/1(\?.*)?$"))
+    page.locator('#run-status[data-status="succeeded"]').wait_for()
+    assert _count(page, "inserted") == "12"
+    # Its target table, through the header's links: its own columns, a search box, a sortable header.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Target").click()
+    assert page.locator("table#target").get_attribute("data-dataset") == name
+    heads = page.locator("table#target thead th").all_inner_texts()
+    assert [h.strip() for h in heads] == ["order_id ▲", "customer", "total", "paid", "updated_at", "Updated", "Run"]
+    page.locator("table#target thead").get_by_role("link", name="total").click()
+    page.locator("table#target thead").get_by_role("link", name="total ▲").click()
+    assert page.locator("table#target a.key").all_inner_texts()[:3] == ["o11", "o10", "o09"]
+    page.get_by_label("customer starts with").fill("acme 1")
+    page.get_by_role("button", name="Show").click()
+    assert page.locator("table#target a.key").all_inner_texts() == ["o11", "o01"]
+    assert f"dataset={name}" in page.url
+    page.screenshot(path=f"{SHOTS}/dataset-target.png", full_page=True)
+    # The switcher takes the same page back to events, which has none of it.
+    page.locator("#dataset-switcher summary").click()
+    page.locator("#dataset-switcher").get_by_role("link", name="events").click()
+    assert page.locator("table#target").count() == 0 and "dataset=" not in page.url

@@ -17,7 +17,7 @@ BIG = str(2 ** 63)
 # Every query parameter a page or an endpoint reads.
 PARAMS = ("run", "ids", "status", "error", "key", "name", "sort", "desc", "order", "cursor", "before", "last",
           "lineage", "value", "reset", "limit", "format", "action", "filename", "ignore_watermark", "dry_run",
-          "max_reject_rate")
+          "max_reject_rate", "dataset", "search[name]", "search[customer]", "search%5Bcustomer%5D", "search[]")
 # Already percent-encoded where they must reach the server as such (NUL, the UTF-8 of a lone surrogate,
 # a truncated UTF-8 sequence).
 QUERY_VALUES = {
@@ -36,13 +36,25 @@ def _cursor(values) -> str:
 CURSORS = {"huge-int": _cursor([2 ** 70]), "huge-pair": _cursor([2 ** 63, 2 ** 63]), "nul": _cursor(["a\x00"]),
            "lone-surrogate": _cursor(["\ud800"]), "null": _cursor([None]), "bool": _cursor([True]),
            "nested": _cursor([["x"], {}]), "float": _cursor([1e308]), "not-base64": "!!!%00",
-           "not-json": base64.urlsafe_b64encode(b"\xff\xfe").decode(), "long": "A" * 5000}
+           "not-json": base64.urlsafe_b64encode(b"\xff\xfe").decode(), "long": "A" * 5000,
+           "null-pair": _cursor([None, "k"]), "bool-pair": _cursor([True, "k"]), "float-key": _cursor([1.5, 2.5])}
 FORM_FIELDS = {"run": "²", "confirm": str(10 ** 30), "action": "discard", "error": "bogus", "reason": "a\x00b",
                "raw": '{"key": "a\\u0000", "name": "n", "value": 1, "ts": "2025-01-01T00:00:00Z"}',
-               "value": "²", "max_reject_percent": "1e999"}
+               "value": "²", "max_reject_percent": "1e999", "dataset": "a\x00b",
+               # the dataset forms (new, evolve)
+               "name": "a\x00b", "title": "t\x00", "description": "d\x00", "key": "k\x00", "version": "²",
+               "shape_json": '{"key": "\\u0000", "version": [], "fields": {}}', "create_from_json": "y",
+               "fields-0-name": "f\x00", "fields-0-type": "bogus", "fields-0-max_length": "1e999",
+               "fields-99999-name": "x", "existing-0-name": "\x00", "existing-0-max_length": str(2 ** 64),
+               "added-0-name": "sluice_x", "added-0-type": "json", "added-0-searchable": "y", "more": "y"}
 JSON_BODIES = ({"reason": "a\x00b"}, {"raw": "\ud800"}, {"raw": {"key": "\ud800"}}, {"value": "²"},
                {"value": "2025-01-01T00:00:00\x00"}, {"filter": {"run": 2 ** 64}, "confirm": 2 ** 64},
                {"filter": {"run": "٣"}, "confirm": 1}, [], "²")
+DATASET = "orders"  # a dataset of the `loaded` fixture's database besides events
+ORDERS_SHAPE = {"key": "order_id", "version": "updated_at", "fields": [
+    {"name": "customer", "type": "string", "required": True, "sortable": True, "searchable": True},
+    {"name": "items", "type": "integer", "sortable": True}, {"name": "paid", "type": "boolean", "sortable": True},
+    {"name": "meta", "type": "json"}]}
 _ARG = re.compile(r"<(?:(\w+)(?:\(([^)]*)\))?:)?(\w+)>")
 
 
@@ -63,6 +75,8 @@ def path(rule, *, id_value: str = "1", text_value: str | None = None) -> str:
             return options.split(",")[0].strip(" '\"")
         if text_value is not None:
             return text_value
+        if name == "name" and rule.rule.startswith(("/datasets", "/api/datasets")):
+            return DATASET
         return {"name": "events_ts", "filename": "sluice.css"}.get(name, "evt-001")
     return _ARG.sub(fill, rule.rule)
 
@@ -95,10 +109,24 @@ def record(caplog):
     check(seen, caplog)
 
 
+@pytest.fixture
+def loaded(loaded, engine):
+    """The seed's sample in events, and a dataset `orders` (an optional sortable field among them) with rows."""
+    from app.datasets.registry import DatasetError, create_dataset
+
+    with engine.connect() as conn:
+        try:
+            create_dataset(conn, DATASET, ORDERS_SHAPE)
+        except DatasetError:  # PostgreSQL keeps the catalogue between tests
+            pass
+    return loaded
+
+
 def test_the_map_covers_pages_and_api(app):
     urls = {rule.rule for _, rule in routes(app)}
     assert {"/runs/<int:run_id>", "/dead-letters/<int:dl_id>", "/api/runs/<int:run_id>", "/healthz",
-            "/api/dead-letters/<int:dl_id>/discard", "/lineage/<path:key>"} <= urls
+            "/api/dead-letters/<int:dl_id>/discard", "/lineage/<path:key>", "/datasets", "/datasets/new",
+            "/datasets/new/propose", "/datasets/<name>", "/datasets/<name>/archive"} <= urls
 
 
 def test_an_untrusted_host_is_refused_everywhere(loaded, client, record):
@@ -167,6 +195,34 @@ def test_hostile_query_strings(loaded, client, record, value):
         if method != "GET":
             url = f"{path(rule)}?" + "&".join(f"{name}={value}" for name in PARAMS)
             record(method, url, send(client, method, url))
+
+
+@pytest.mark.parametrize("value", [QUERY_VALUES[k] for k in ("nul", "lone-surrogate", "truncated-utf8", "long",
+                                                             "2**63")], ids=["nul", "lone-surrogate", "truncated-utf8",
+                                                                             "long", "2**63"])
+def test_hostile_query_strings_in_another_dataset(loaded, client, record, value):
+    for method, rule in routes(loaded):
+        if method != "GET":
+            continue
+        for name in PARAMS:
+            url = f"{path(rule)}?dataset={DATASET}&{name}={value}"
+            record(method, url, send(client, method, url))
+        for sort in ("items", "paid", "customer", "updated_at", "version", "updated"):
+            for cursor in CURSORS.values():
+                url = f"{path(rule)}?dataset={DATASET}&sort={sort}&cursor={cursor}&before={cursor}"
+                record(method, url, send(client, method, url))
+
+
+@pytest.mark.parametrize("content", [b"\x00\xff", b"[", b'{"id": "\\ud800"}', b"\x1f\x8b garbage", b"[1, 2]",
+                                     b"[" * 100_000, b'{"id": "a", "t": "2025-01-01T00:00:00Z", "sluice_x": 1}'],
+                         ids=["binary", "truncated", "surrogate", "bad-gzip", "no-objects", "deep", "reserved"])
+def test_hostile_sample_files(loaded, client, record, content):
+    csrf = token(client, "/datasets/new")
+    for name in ("sample.json", "a\x00b.json", "x" * 5000):
+        response = record("POST", "/datasets/new/propose", send(
+            client, "POST", "/datasets/new/propose", content_type="multipart/form-data",
+            data={"csrf_token": csrf, "sample": (io.BytesIO(content), name)}))
+        assert response.status_code in (200, 400), name
 
 
 @pytest.mark.parametrize("cursor", CURSORS.values(), ids=CURSORS.keys())

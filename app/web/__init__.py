@@ -1,8 +1,8 @@
 """The web app's blueprints and error pages, and the dataset every dataset page is about."""
-from flask import Flask, abort, current_app, g, request
+from flask import Flask, current_app, g, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..datasets.registry import DEFAULT, DatasetError, list_datasets
+from ..datasets.registry import DEFAULT, list_datasets
 from ..extensions import db
 from ..formatting import number
 from .filters import current_dataset
@@ -40,11 +40,7 @@ def resolve_dataset() -> None:
     """Resolve the dataset a dataset page names, once per request (`g.dataset`); unknown: 404."""
     if request.blueprint not in DATASET_BLUEPRINTS:
         return
-    name = request.args.get("dataset", "").strip() or DEFAULT
-    try:
-        g.dataset = current_dataset(name)
-    except DatasetError:
-        abort(404, f"There is no dataset {name[:100]!r}. See the list of datasets.")
+    g.dataset = current_dataset(request.args.get("dataset", "").strip() or DEFAULT)  # UnknownDataset: a 404
 
 
 def carry_dataset(endpoint: str, values: dict) -> None:

@@ -177,6 +177,11 @@ def propose():
     except InputError as exc:
         return _new_page(form, 400, propose_form=propose_form,
                          propose_errors=[f"{sample.filename}: not JSON, JSON Lines or gzip ({exc})."])
+    except IndexError:
+        # The reader (app/pipeline/extract.py) raises this on an array cut short (`[` or `[1,`): reported.
+        return _new_page(form, 400, propose_form=propose_form,
+                         propose_errors=[(f"{sample.filename}: not JSON, JSON Lines or gzip (the file ends "
+                                         "inside an array).")])
     except ShapeError as exc:
         return _new_page(form, 400, propose_form=propose_form, propose_errors=[f"{sample.filename}: {exc}"])
     # Nothing is created yet: the proposal is shown for editing (so no redirect), and "Create" posts it.

@@ -1,8 +1,8 @@
 """The filters of the target, dead-letter and run views: one parser each, used by the pages and the API.
 
 Each view is a marshmallow schema of one dataset (`dataset`, default events), checked against its
-shape: its sorts, searchable fields and error codes. A name that is no dataset raises DatasetError
-("not_found") out of `load` (the pages answer 404, the API 404 `unknown_dataset`). The API loads it strictly (a bad value answers 400); a page loads it
+shape: its sorts, searchable fields and error codes. A name that is no dataset raises UnknownDataset
+(a werkzeug NotFound) out of `load`: a 404 page, and a 404 in the API (`unknown_dataset` once it says so). The API loads it strictly (a bad value answers 400); a page loads it
 leniently (a bad value is dropped, so a hand-edited link shows the unfiltered view instead of an error).
 Both trim the whitespace around a key or name prefix, as keys are stored trimmed, and treat an empty
 prefix as no filter.
@@ -11,6 +11,7 @@ import re
 
 from flask import g, has_app_context
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
+from werkzeug.exceptions import NotFound
 
 from .. import queries
 from ..datasets.registry import DEFAULT, Dataset, DatasetError, get_dataset
@@ -92,19 +93,30 @@ def search_param(field: str) -> str:
     return f"search[{field}]"
 
 
+class UnknownDataset(NotFound):
+    """A view names no dataset: an HTTP 404 wherever it goes up (the API may answer it as `unknown_dataset`)."""
+
+    def __init__(self, name: str):
+        super().__init__(f"There is no dataset {name[:100]!r}.")
+        self.dataset = name
+
+
 def current_dataset(name: str | None) -> Dataset:
     """The dataset a view names (None: events): the request's own when it is that one, else looked up.
 
-    Raises DatasetError("not_found") for a name that is no dataset (also one that could never be one).
+    Raises UnknownDataset (a 404) for a name that is no dataset (also one that could never be one).
     """
     name = name or DEFAULT
     known = g.get("dataset") if has_app_context() else None
     if known is not None and known.name == name:
         return known
-    if not re.fullmatch(NAME_RE, name):
-        raise DatasetError("not_found", f"there is no dataset {name[:100]!r}")
-    with db.engine.connect() as conn:
-        return get_dataset(conn, name)
+    if not isinstance(name, str) or not re.fullmatch(NAME_RE, name):
+        raise UnknownDataset(str(name))
+    try:
+        with db.engine.connect() as conn:
+            return get_dataset(conn, name)
+    except DatasetError:
+        raise UnknownDataset(name) from None
 
 
 def dataset_field(**kwargs) -> fields.String:
@@ -220,7 +232,7 @@ class RunsView(Schema):
 def lenient(schema: type[Schema], args) -> dict:
     """A page's view: the fields of `args` that parse, the defaults for the others.
 
-    An unknown dataset is not a bad value: DatasetError goes up (the page answers 404).
+    An unknown dataset is not a bad value: UnknownDataset goes up (the page answers 404).
     """
     data = {k: v for k, v in dict(args).items() if v not in ("", None)}
     try:
