@@ -36,3 +36,27 @@ def test_a_killed_cli_run_is_marked_interrupted_by_the_next_command(app, engine,
     assert (run.status, run.error) == ("failed", "interrupted")
     assert "interrupted" in listing.stdout
     assert snapshot(engine) == before
+
+
+def test_propose_piped_into_create_makes_a_dataset_that_takes_the_sample(app, engine, env, tmp_path):  # noqa: F811
+    """`etl dataset propose FILE > shape.json && etl dataset create NAME --shape shape.json`, as a shell does it."""
+    import json
+    import uuid
+
+    flask = [sys.executable, "-m", "flask", "--app", "app", "etl"]
+    sample = tmp_path / "orders.jsonl"
+    sample.write_text("".join(json.dumps({"order_id": f"o{i}", "total": i, "at": f"2025-03-0{i}T00:00:00Z"}) + "\n"
+                              for i in range(1, 6)))
+    name = f"orders_{uuid.uuid4().hex[:8]}"
+    shape = tmp_path / "shape.json"
+    with shape.open("w") as out:
+        proposed = subprocess.run(flask + ["dataset", "propose", str(sample)], env=env, cwd=ROOT, stdout=out,
+                                  stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    assert proposed.returncode == 0, proposed.stderr
+    assert "note:" in proposed.stderr and json.loads(shape.read_text())["key"] == "order_id"
+    for args in (["dataset", "create", name, "--shape", str(shape)], ["run", str(sample), "--dataset", name]):
+        done = subprocess.run(flask + args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                              check=False)
+        assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["inserted"] == 5
+    assert rows(engine, f"SELECT count(*) FROM ds_{name}") == [(5,)]

@@ -268,3 +268,16 @@ def test_propose_takes_multipart_and_gzip_and_refuses_what_it_cannot_read(client
     assert_error(client.post("/api/datasets/propose", data=b"x", content_type="text/plain"), 415,
                  "unsupported_media_type")
     assert_error(client.post("/api/datasets/propose", data={}, content_type="multipart/form-data"), 400, "bad_request")
+
+
+def test_bodies_are_bounded_by_the_request_limit_and_a_sample_by_the_upload_limit(app, client, name):
+    app.config["MAX_CONTENT_LENGTH"] = 1500
+    shape = proposed(client)["shape"]
+    assert_error(client.post("/api/datasets", json={"name": name, "shape": shape, "description": "x" * 2000}),
+                 413, "too_large")
+    assert_error(client.patch("/api/datasets/events", json={"description": "x" * 2000}), 413, "too_large")
+    assert len(jsonl(ORDERS)) > 1500
+    assert proposed(client)["records_read"] == 12  # a sample may be as large as an upload
+    app.config["SLUICE_MAX_UPLOAD_BYTES"] = 1000
+    assert_error(client.post("/api/datasets/propose", data=jsonl(ORDERS), content_type="application/x-ndjson"),
+                 413, "too_large")

@@ -18,6 +18,7 @@ from ...pipeline.extract import Reader, sniff
 from ..filters import current_dataset
 from . import schemas
 from .blueprint import ApiError, bp, errors, read
+from .links import DATASET_LINKS, DATASET_PAGE_LINKS
 from .runs import UPLOAD_BODY
 
 PROPOSE_RECORDS = 10_000  # what propose_shape reads at most (SPEC §10)
@@ -51,6 +52,7 @@ def _detail(name: str) -> dict:
 
 @bp.get("/datasets")
 @bp.response(200, schemas.DatasetList, description="Every dataset, events first, archived ones too.")
+@bp.doc(responses={200: {"links": DATASET_PAGE_LINKS}})
 @errors(503)
 def list_datasets():
     """Every dataset with its shape, target rows, open dead letters and watermark."""
@@ -60,6 +62,7 @@ def list_datasets():
 @bp.post("/datasets")
 @bp.arguments(schemas.DatasetCreateBody, as_kwargs=True)
 @bp.response(201, schemas.DatasetDetail, description="The new dataset, with its empty table.", headers=LOCATION)
+@bp.doc(responses={201: {"links": DATASET_LINKS}})
 @errors(403, 409, 413, 415, 422, 503)
 def create_dataset_view(name: str, shape: dict, title=None, description=None):
     """Create a dataset from a name and a shape: 422 for a name or shape the rules refuse, 409 for a taken name."""
@@ -89,6 +92,7 @@ def get_dataset(name: str):
 @bp.route("/datasets/<name>", methods=["PATCH"], parameters=NAME)
 @bp.arguments(schemas.DatasetChangeBody, as_kwargs=True)
 @bp.response(200, schemas.DatasetDetail, description="The dataset; a new version when something changed.")
+@bp.doc(responses={200: {"links": DATASET_LINKS}})
 @errors(403, 404, 409, 413, 415, 422, 503)
 def change_dataset(name: str, shape=None, title=None, description=None):
     """Evolve a dataset: a new shape (allowed changes only), title or description; each change is a new version.

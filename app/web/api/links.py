@@ -14,3 +14,6 @@ DEAD_LETTER_LINKS = _links("dl_id", "$response.body#/id", *DEAD_LETTER_ACTIONS)
 REPROCESS_LINKS = _links("dl_id", "$response.body#/dead_letter/id", *DEAD_LETTER_ACTIONS)
 WATERMARK_LINKS = _links("name", "$response.body#/name", "get_watermark", "set_watermark", "reset_watermark",
                          "preview_watermark")
+DATASET_LINKS = _links("name", "$response.body#/name", "get_dataset", "change_dataset", "archive_dataset_view")
+DATASET_PAGE_LINKS = _links("name", "$response.body#/items/0/name", "get_dataset", "change_dataset",
+                            "archive_dataset_view")
