@@ -130,7 +130,7 @@ def test_a_proposed_shape_is_shown_for_editing_then_created_as_edited(client, na
     # The administrator edits the proposal: customer searchable and sortable, total sortable.
     fields = json.loads(html.unescape(re.search(r'<textarea[^>]*id="ds-json"[^>]*>(.*?)</textarea>', body,
                                                 re.DOTALL).group(1)))["fields"]
-    fields[0].update(sortable=True, searchable=True)
+    fields[0].update(sortable=True, searchable=True, max_length=300)  # an indexed string: at most 400
     fields[1].update(sortable=True)
     assert create(client, name, fields).status_code == 303
     shape = text(client.get(f"/datasets/{name}"))
@@ -139,7 +139,8 @@ def test_a_proposed_shape_is_shown_for_editing_then_created_as_edited(client, na
 
 
 def test_the_json_box_creates_too_and_a_bad_sample_is_explained(client, name):
-    shape = {"key": "sku", "version": "at", "fields": [{"name": "label", "type": "string", "searchable": True}]}
+    shape = {"key": "sku", "version": "at", "fields": [{"name": "label", "type": "string", "searchable": True,
+                                                                   "max_length": 100}]}
     data = {"csrf_token": token(client, "/datasets/new"), "name": name, "shape_json": json.dumps(shape),
             "create_from_json": "Create from this JSON"}
     assert client.post("/datasets/new", data=data).status_code == 303
@@ -251,15 +252,16 @@ def test_evolving_adds_fields_and_indexes_and_lists_the_versions(client, app, na
     for i, field in enumerate(FIELDS):
         data[f"existing-{i}-name"] = field["name"]
         if field["type"] == "string":
-            data[f"existing-{i}-max_length"] = "500"
+            data[f"existing-{i}-max_length"] = "300"
     data["existing-2-sortable"] = "y"  # items
     data["added-0-name"], data["added-0-type"], data["added-0-searchable"] = "note", "string", "y"
+    data["added-0-max_length"] = "200"
     response = client.post(f"/datasets/{name}", data=data)
     assert response.status_code == 303, text(response)
     after = text(client.get(f"/datasets/{name}"))
     assert "version 2" in after and "note" in after and "Orders, all of them" in after
     versions = re.search(r'<table id="versions">(.*?)</table>', after, re.DOTALL).group(1)
-    assert "note" in versions and "500" in versions and "created" in versions
+    assert "note" in versions and "300" in versions and "created" in versions
     target = text(client.get(f"/target?dataset={name}"))
     assert 'name="search[note]"' in target and '<option value="items"' in target
     # A refused change (a shorter string) says why and changes nothing.
