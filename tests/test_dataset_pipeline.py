@@ -5,7 +5,6 @@ import sqlite3
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import inspect, text
 
 from app.datasets.registry import DatasetError, archive_dataset, create_dataset, evolve_dataset
 from app.intake import ALL, intake_for, pending_runs
@@ -31,20 +30,6 @@ ORDERS = {
     ],
 }
 COLUMNS = ("customer", "total", "qty", "paid", "shipped_at", "tags", "note", "updated_at")
-
-
-@pytest.fixture(autouse=True)
-def no_datasets_left(engine):
-    """Remove the datasets a test created (PostgreSQL keeps one database for the whole session)."""
-    yield
-    if not PG_URL:
-        return
-    with engine.begin() as conn:
-        for name in inspect(conn).get_table_names():
-            if name.startswith("ds_"):
-                conn.execute(text(f'DROP TABLE "{name}"'))
-        conn.execute(text("DELETE FROM dataset_versions WHERE dataset <> 'events'"))
-        conn.execute(text("DELETE FROM datasets WHERE name <> 'events'"))
 
 
 @pytest.fixture
