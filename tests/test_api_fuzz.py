@@ -6,11 +6,16 @@ be a server error, and every answer must match the document: status code, conten
 body schema; a request that breaks the document must be refused with a 4xx, and one that fits it must
 not be refused as malformed (400, 413, 415).
 
-Three refusals of well-formed requests are part of the contract, and the document says so: a cursor
+Four refusals of well-formed requests are part of the contract, and the document says so: a cursor
 that fits its pattern but was not written by this API (400 `bad_cursor`: a cursor is opaque), 422
-where the document lists it (a watermark in the future, edited JSON text that is not JSON), and an
-upload whose bytes do not start like JSON, JSON Lines or gzip (415 `not_json`): no schema can say those.
+where the document lists it (a watermark in the future, edited JSON text that is not JSON, a shape
+that breaks the rules beyond its schema), an upload whose bytes do not start like JSON, JSON Lines or
+gzip (415 `not_json`), and a sort, search or error code that the named dataset's shape does not have
+(400: each dataset has its own fields and codes): no schema can say those.
+
+Operations that create datasets (each a table) get fewer examples, so the test stays quick.
 """
+import re
 import time
 from collections import Counter
 
@@ -24,6 +29,10 @@ from .conftest import PG_URL, SAMPLE_INPUT, TABLES
 
 pytestmark = pytest.mark.slow
 MAX_EXAMPLES = 200  # per operation, positive and negative
+DATASET_EXAMPLES = 50  # per operation that makes or changes a dataset (DDL)
+DATASET_OPERATIONS = {"POST /api/datasets", "PATCH /api/datasets/{name}", "POST /api/datasets/{name}/archive",
+                      "POST /api/datasets/propose"}
+NOT_IN_DATASET = re.compile(r"not an error code of|sorts by|is not searchable in|has no searchable field")
 EXISTING_EXAMPLES = 100  # per operation, aimed at the sample's rows
 STATEFUL_SCENARIOS = 200
 HYPOTHESIS = {"deadline": None, "database": None, "suppress_health_check": list(HealthCheck)}
@@ -33,6 +42,8 @@ def valid_requests_are_accepted(ctx, response, case):
     """schemathesis' positive_data_acceptance, less the semantic refusals the module docstring names."""
     code = response.json()["error"]["code"] if response.status_code in (400, 415) else None
     if code == "bad_cursor" and (case.query or {}).get("cursor") is not None:
+        return None
+    if code in ("bad_parameter", "bad_request") and NOT_IN_DATASET.search(response.json()["error"]["message"]):
         return None
     if code == "not_json" or response.status_code == 422 and "422" in case.operation.definition.raw["responses"]:
         return None
@@ -46,10 +57,16 @@ ADDITIONAL = [valid_requests_are_accepted]
 
 
 def sample_data(app) -> None:
-    """Empty the database (ids from 1 again), then load the sample: runs, target rows, dead letters to find."""
+    """Empty the database (ids from 1 again, no dataset but events), then load the sample: runs, target rows,
+    dead letters to find."""
     from app.extensions import db
 
     with app.app_context(), db.engine.begin() as conn:
+        made = [name for (name,) in conn.exec_driver_sql("SELECT name FROM datasets WHERE name <> 'events'")]
+        for name in made:  # names the registry checked: plain identifiers
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "ds_{name}"')
+        conn.exec_driver_sql("DELETE FROM dataset_versions WHERE dataset <> 'events'")
+        conn.exec_driver_sql("DELETE FROM datasets WHERE name <> 'events'")
         for table in TABLES:
             conn.exec_driver_sql(f"DELETE FROM {table}")
         if PG_URL:  # SQLite's rowids restart by themselves in empty tables
@@ -91,6 +108,7 @@ def test_the_document_is_strict(api_schema):
 # Random ids rarely name a stored row: the third pass aims at the sample's run, dead letter and key,
 # so generated edits go through a real reprocess and generated queries through real rows.
 EXISTING = {"run_id": 1, "dl_id": 2, "key": "evt-001", "name": "events_ts"}
+EXISTING_DATASET = {"name": "events"}  # the `name` of /api/datasets/{name}
 
 
 @pytest.mark.parametrize("mode, pinned", [(GenerationMode.POSITIVE, None), (GenerationMode.NEGATIVE, None),
@@ -102,10 +120,16 @@ def test_api_answers_every_request_as_documented(api_schema, mode, pinned):
     assert {op.label for op in operations} == {f"{m.upper()} {p}" for p, ops in paths.items() for m in ops}
     started = time.monotonic()
     for operation in operations:
-        path_parameters = {p.name: pinned[p.name] for p in operation.path_parameters} if pinned else None
+        if mode == GenerationMode.NEGATIVE and not (operation.path_parameters or operation.query or operation.body):
+            continue  # an operation that takes no input has no request that breaks the document
+        known = {**pinned, **EXISTING_DATASET} if pinned and operation.path.startswith("/api/datasets") else pinned
+        path_parameters = {p.name: known[p.name] for p in operation.path_parameters} if pinned else None
+        examples = EXISTING_EXAMPLES if pinned else MAX_EXAMPLES
+        if operation.label in DATASET_OPERATIONS:
+            examples = min(examples, DATASET_EXAMPLES)
 
         @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters))
-        @settings(max_examples=EXISTING_EXAMPLES if pinned else MAX_EXAMPLES, **HYPOTHESIS)
+        @settings(max_examples=examples, **HYPOTHESIS)
         def answers_as_documented(case):
             response = case.call_and_validate(excluded_checks=EXCLUDED, additional_checks=ADDITIONAL)
             assert response.status_code < 500
@@ -118,7 +142,9 @@ def test_api_answers_every_request_as_documented(api_schema, mode, pinned):
 def test_api_chains_operations_by_their_links(api_schema, app):
     succeeded = Counter()
 
-    class Links(api_schema.as_state_machine()):
+    # Dataset operations are fuzzed one by one above; in scenarios, making tables would crowd out the
+    # chains of runs, dead letters and watermarks that this test is about.
+    class Links(api_schema.exclude(path_regex="^/api/datasets").as_state_machine()):
         def setup(self):
             # Every scenario starts from the same data, so that Hypothesis can replay and shrink one.
             sample_data(app)

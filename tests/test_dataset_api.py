@@ -178,6 +178,11 @@ UNKNOWN = [("post", "/api/runs?dataset=nope"), ("get", "/api/runs?dataset=nope")
            ("get", "/api/runs?dataset=Not%20A%20Name")]
 
 
+def test_an_empty_dataset_parameter_is_refused(client):
+    assert_error(client.get("/api/target?dataset="), 400, "bad_parameter")
+    assert_error(client.post("/api/runs?dataset=", data=b"[]", content_type="application/json"), 400, "bad_parameter")
+
+
 @pytest.mark.parametrize("method, url", UNKNOWN)
 def test_an_unknown_dataset_is_404_everywhere(loaded, client, method, url):
     body = {"confirm": 0} if "dead-letters/" in url and url.split("?")[0].endswith(("discard", "reprocess")) \

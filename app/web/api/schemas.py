@@ -73,7 +73,7 @@ class DatasetQuery(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    dataset = dataset_field()
+    dataset = dataset_field(validate=validate.Length(min=1))
 
 
 class OwnerQuery(Schema):
@@ -82,7 +82,7 @@ class OwnerQuery(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    dataset = fields.String(metadata={
+    dataset = fields.String(validate=validate.Length(min=1), metadata={
         "pattern": NAME_RE, "description": "When given, the object must belong to this dataset (404 otherwise); "
                                            "an unknown dataset answers 404 `unknown_dataset`."})
 
@@ -104,15 +104,21 @@ FORMAT = fields.String(validate=validate.OneOf(["csv", "json"]),
                        metadata={"description": "Stream the whole view (every page) as CSV or as a JSON array."})
 
 
+# The API refuses an empty `dataset=` (the document's pattern does); the pages take it as events.
+DATASET = dataset_field(validate=validate.Length(min=1))
+
+
 class RunsQuery(RunsView, PageQuery):
-    pass
+    dataset = DATASET
 
 
 class TargetQuery(TargetView, PageQuery):
+    dataset = DATASET
     format = FORMAT
 
 
 class DeadLetterQuery(DeadLetterView, PageQuery):
+    dataset = DATASET
     format = FORMAT
 
 
@@ -393,7 +399,7 @@ class WatermarkList(Schema):
 class Lineage(Schema):
     key = _str()
     dataset = _str()
-    target = fields.Dict(required=True, allow_none=True, metadata=ROW)
+    target = fields.Dict(required=True, allow_none=True, metadata={"anyOf": [*ROW["anyOf"], {"type": "null"}]})
     items = fields.List(fields.Nested(LineageEntry), required=True)
     next = _next()
 
