@@ -29,7 +29,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from make_dataset_records import SHAPE
-from pipeline import code_version, cpu_seconds, in_child, peak_rss_mb, remove_database
+from pipeline import code_version, cpu_seconds, in_child, peak_rss_mb
 
 OUT = HERE / "out"
 GENERATOR = HERE / "make_dataset_records.py"
@@ -59,6 +59,12 @@ def records_file(n: int, run: str) -> Path:
 
 
 # -- databases -----------------------------------------------------------------------------------
+
+def remove_database(path: Path) -> None:
+    """Remove a SQLite database, its WAL and the run intake beside it (`<db>-intake`, app/intake.py)."""
+    for suffix in ("", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
 
 def fresh_database(url: str) -> None:
     """A new database at `url` with Sluice's schema (its migrations) and the dataset `orders`."""
