@@ -62,7 +62,7 @@ def fresh_database(path: Path) -> None:
 
 
 def remove_database(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
