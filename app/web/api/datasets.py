@@ -157,7 +157,7 @@ def _sample_limit() -> None:
 @bp.doc(requestBody={**UPLOAD_BODY, "description": "A sample file as for POST /api/runs: a multipart "
                      "field `file`, or the raw body (JSON, JSON Lines, or gzip of either). Its first 10,000 "
                      "records are read."})
-@errors(403, 413, 415, 422, 503)
+@errors(400, 403, 413, 415, 422, 503)
 def propose_dataset():
     """Propose a shape from a sample file's first records (at most 10,000); nothing is created."""
     if request.mimetype == "multipart/form-data":
