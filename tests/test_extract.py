@@ -153,6 +153,9 @@ def test_a_malformed_array_fails_the_run_with_line_and_column_and_changes_nothin
         ('[\n{"key": "a", "value": NaN}]', "line 2, column 23"),  # NaN is not JSON
         ('[\n\n{"key": "NaN", "value": -Infinity}]', "line 3, column 25"),
         ('{\n  "key": "Infinity",\n  "value": Infinity\n}', "line 3, column 12"),
+        ("[", "line 1, column 2"),  # the file ends where a record is due
+        ("[1,", "line 1, column 4"),
+        ('[{"key": "a"},\n  ', "line 2, column 3"),
     ],
 )
 def test_invalid_json_documents_fail_and_say_where(conn, write, content, where):

@@ -430,6 +430,8 @@ class _TextBuffer:
         A record over `limit` is skipped through (only its first 64 KiB kept) and returned as an
         Unreadable `record_too_large`; a record that is not JSON raises the located error.
         """
+        if pos >= len(self.buf):  # the file ended where a record was due ("[", "[1,")
+            raise self.error("Expecting value (the file ends here)", pos)
         try:
             value, end = jsontext.decode_at(self.buf, pos)
             if end == len(self.buf) and not self.eof:
