@@ -432,3 +432,10 @@ def test_an_index_whose_entries_may_not_fit_is_refused_with_what_to_do(conn):
     with pytest.raises(DatasetError, match="a sortable string holds at most 400"):
         evolve_dataset(conn, "orders", shape=orders(customer={"max_length": 401}))
     assert get_dataset(conn, "orders").version == 1
+
+
+@pytest.mark.parametrize("name", ["new", "propose"])
+def test_a_name_that_is_a_page_of_its_own_is_refused(conn, name):
+    with pytest.raises(DatasetError, match="names a page of its own") as err:
+        create_dataset(conn, name, {"key": "id", "version": "at", "fields": []})
+    assert err.value.code == "invalid"

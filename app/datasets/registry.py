@@ -22,6 +22,8 @@ from .shape import NAME_RE, Shape, ShapeError, check_evolution, check_indexable,
 
 DEFAULT = tables.DEFAULT
 WATERMARK_MAX = 64  # watermarks.name
+# Words that follow /datasets/ in the pages' and the API's own addresses.
+ROUTE_WORDS = ("new", "propose", "shape_schema")
 _NAME_RULE = "a lowercase letter, then up to 39 lowercase letters, digits or _"
 
 
@@ -225,6 +227,8 @@ def create_dataset(conn: Connection, name: str, shape: "Shape | dict", *, title:
     """Create a dataset and its empty target table in one transaction; DatasetError when refused."""
     if not isinstance(name, str) or not re.fullmatch(NAME_RE, name):
         raise DatasetError("invalid", f"{name!r} is not a valid dataset name ({_NAME_RULE})")
+    if name in ROUTE_WORDS:
+        raise DatasetError("invalid", f"{name!r} names a page of its own (/datasets/{name}); choose another name")
     parsed = _shape(shape)
     _indexable(parsed)
     title, description = _text(title, "title"), _text(description, "description")
