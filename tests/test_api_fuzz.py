@@ -149,6 +149,12 @@ def test_api_chains_operations_by_their_links(api_schema, app):
             # Every scenario starts from the same data, so that Hypothesis can replay and shrink one.
             sample_data(app)
 
+        def before_call(self, case):
+            # The scenarios' data is in events: a made-up dataset name answers 404 (fuzzed above), and
+            # would keep the chains of ids from reaching anything.
+            if case.query and "dataset" in case.query:
+                case.query["dataset"] = "events"
+
         def validate_response(self, response, case, additional_checks=None, **kwargs):
             case.validate_response(response, excluded_checks=EXCLUDED, additional_checks=ADDITIONAL)
             assert response.status_code < 500
