@@ -51,21 +51,26 @@ def index():
 
 # --- a new dataset ---------------------------------------------------------------------------------
 
+def _field_of_row(f, *, required: bool) -> dict | None:
+    """A payload field's plain JSON from a row of fields (None for a row without a name)."""
+    name = (f.name.data or "").strip()
+    if not name:
+        return None
+    item = {"name": name, "type": f.type.data, "required": required}
+    if f.max_length.data is not None:
+        item["max_length"] = f.max_length.data
+    item["sortable"] = bool(f.sortable.data)
+    if f.searchable.data:
+        item["searchable"] = True
+    return item
+
+
 def _shape_from_rows(form: DatasetForm) -> dict:
     """The plain JSON shape the form's fields describe (rows without a name are left out)."""
     fields = []
     for row in form.fields:
-        f = row.form
-        name = (f.name.data or "").strip()
-        if not name:
-            continue
-        item = {"name": name, "type": f.type.data, "required": bool(f.required.data)}
-        if f.max_length.data is not None:
-            item["max_length"] = f.max_length.data
-        item["sortable"] = bool(f.sortable.data)
-        if f.searchable.data:
-            item["searchable"] = True
-        fields.append(item)
+        if item := _field_of_row(row.form, required=bool(row.form.required.data)):
+            fields.append(item)
     return {"key": (form.key.data or "").strip(), "version": (form.version.data or "").strip(), "fields": fields}
 
 
@@ -237,17 +242,8 @@ def _evolved_shape(dataset, form: EvolveForm) -> dict:
                 item["searchable"] = True  # refused by the shape's rules, with a message that says so
         fields.append(item)
     for r in form.added:
-        f = r.form
-        field_name = (f.name.data or "").strip()
-        if not field_name:
-            continue
-        item = {"name": field_name, "type": f.type.data, "required": False}
-        if f.max_length.data is not None:
-            item["max_length"] = f.max_length.data
-        item["sortable"] = bool(f.sortable.data)
-        if f.searchable.data:
-            item["searchable"] = True
-        fields.append(item)
+        if item := _field_of_row(r.form, required=False):  # an added field is optional
+            fields.append(item)
     return {"key": dataset.shape.key, "version": dataset.shape.version, "fields": fields}
 
 
