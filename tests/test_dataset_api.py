@@ -286,3 +286,11 @@ def test_bodies_are_bounded_by_the_request_limit_and_a_sample_by_the_upload_limi
     app.config["SLUICE_MAX_UPLOAD_BYTES"] = 1000
     assert_error(client.post("/api/datasets/propose", data=jsonl(ORDERS), content_type="application/x-ndjson"),
                  413, "too_large")
+
+
+@pytest.mark.parametrize("query", ["search[name][x]=sig", "x[y]=1", "=true"])
+def test_a_malformed_search_is_refused_by_the_api_and_ignored_by_the_page(loaded, client, query):
+    answer = client.get(f"/api/target?{query}")
+    assert answer.status_code == 400 and answer.get_json()["error"]["code"] == "bad_parameter"
+    page = client.get(f"/target?{query}")
+    assert page.status_code == 200 and b"evt-001" in page.data

@@ -88,6 +88,10 @@ def _prefix(value: str | None) -> str | None:
 SEARCH_PARAM = re.compile(r"search\[([a-z_][a-z0-9_]{0,62})\]")
 
 
+def _malformed_search(name: str) -> bool:
+    return ("[" in name or name == "") and not SEARCH_PARAM.fullmatch(name)
+
+
 def search_param(field: str) -> str:
     """The query-string name of the prefix search on `field`."""
     return f"search[{field}]"
@@ -156,6 +160,9 @@ class TargetView(Schema):
     def _gather_search(self, data, **kwargs):
         data = {k: data[k] for k in data}
         search = {m.group(1): v for k, v in data.items() if (m := SEARCH_PARAM.fullmatch(k))}
+        # A bracketed name that is no `search[FIELD]` (`search[a][b]`, `x[y]`) is a malformed search:
+        # refused with the search's error, never silently ignored.
+        search.update({k: v for k, v in data.items() if _malformed_search(k)})
         if search:
             data["search"] = search
         return data
@@ -238,5 +245,6 @@ def lenient(schema: type[Schema], args) -> dict:
     try:
         return schema().load(data)["view"]
     except ValidationError as exc:
-        bad = set(exc.messages) | ({k for k in data if SEARCH_PARAM.fullmatch(k)} if "search" in exc.messages else set())
+        searches = {k for k in data if SEARCH_PARAM.fullmatch(k) or _malformed_search(k)}
+        bad = set(exc.messages) | (searches if "search" in exc.messages else set())
         return schema().load({k: v for k, v in data.items() if k not in bad})["view"]
