@@ -89,7 +89,7 @@ SEARCH_PARAM = re.compile(r"search\[([a-z_][a-z0-9_]{0,62})\]")
 
 
 def _malformed_search(name: str) -> bool:
-    return ("[" in name or name == "") and not SEARCH_PARAM.fullmatch(name)
+    return "[" in name and not SEARCH_PARAM.fullmatch(name)
 
 
 def search_param(field: str) -> str:

@@ -10,6 +10,7 @@ from flask import Flask
 from flask_smorest import Api
 from flask_smorest.spec.plugins import FlaskPlugin
 
+from ...datasets.shape import FIELD_RE
 from . import datasets, dead_letters, errors, gate, runs, schemas, target, watermarks  # noqa: F401  (they register views)
 from .blueprint import bp
 from .schemas import SHAPE_COMPONENTS, Error
@@ -47,13 +48,19 @@ class SluiceApi(Api):
 
 
 class OperationIds(BasePlugin):
-    """Name each operation after its view (`get_run`), so that OpenAPI links can point at it."""
+    """Name each operation after its view (`get_run`), so that OpenAPI links can point at it.
+
+    Also declares object-valued query parameters (their schemas resolved by then) as deepObject.
+    """
 
     def operation_helper(self, path=None, operations=None, **kwargs):
         rule = kwargs.get("rule")
         for operation in (operations or {}).values():
             if rule is not None:
                 operation.setdefault("operationId", rule.endpoint.rpartition(".")[2])
+            for parameter in operation.get("parameters", []):
+                if isinstance(parameter, dict):
+                    _deep_object(parameter)
 
 
 class OperationParameters(FlaskPlugin):
@@ -65,6 +72,14 @@ class OperationParameters(FlaskPlugin):
             operation["parameters"] = [*parameters, *operation.get("parameters", [])]
         parameters.clear()
         return path
+
+
+def _deep_object(parameter: dict) -> None:
+    """A query parameter holding an object (`search`) is sent as `name[FIELD]=value`, keyed by field names."""
+    schema = parameter.get("schema") or {}
+    if parameter.get("in") == "query" and schema.get("type") == "object":
+        parameter.update(style="deepObject", explode=True)
+        schema.setdefault("propertyNames", {"pattern": FIELD_RE})
 
 
 def _id_schema(converter) -> dict:
