@@ -81,15 +81,20 @@ EMPTY_FIELD_ROWS = 6  # a new dataset's form has at least this many empty field 
 MORE_ROWS = 5         # "More field rows" adds this many
 
 
-class FieldRow(Form):
-    """One payload field of a shape (a plain Form: the CSRF token is the outer form's)."""
+class NewFieldRow(Form):
+    """A payload field added to a shape: optional (a plain Form: the CSRF token is the outer form's)."""
 
     name = StringField("Field name", validators=[Optional(), Length(max=63), storable_text])
     type = SelectField("Type", choices=[SelectChoice(t) for t in FIELD_TYPES], default="string")
-    required = BooleanField("Required")
     max_length = IntegerField("Max length", validators=[Optional(), NumberRange(1, MAX_MAX_LENGTH)])
     sortable = BooleanField("Sortable")
     searchable = BooleanField("Searchable")
+
+
+class FieldRow(NewFieldRow):
+    """One payload field of a new dataset's shape, which may be required."""
+
+    required = BooleanField("Required")
 
 
 class DatasetForm(FlaskForm):
@@ -124,14 +129,6 @@ class ExistingFieldRow(Form):
     searchable = BooleanField("Searchable")
 
 
-class NewFieldRow(Form):
-    """An optional field added to a shape."""
-
-    name = StringField("Field name", validators=[Optional(), Length(max=63), storable_text])
-    type = SelectField("Type", choices=[SelectChoice(t) for t in FIELD_TYPES], default="string")
-    max_length = IntegerField("Max length", validators=[Optional(), NumberRange(1, MAX_MAX_LENGTH)])
-    sortable = BooleanField("Sortable")
-    searchable = BooleanField("Searchable")
 
 
 class EvolveForm(FlaskForm):
