@@ -312,7 +312,7 @@ def test_operator_watermark_changes_touch_only_their_dataset(conn, write, orders
         ("orders", None, "2025-02-01T00:00:00", "pipeline"),
     ]
     assert [h["new_value"] for h in read(conn, wm.history)] == ["2025-06-01T00:00:00"]
-    assert wm.set_value(conn, "2025-01-12T00:00:00", via="api", name="orders_updated_at") == "2025-01-12T00:00:00"
+    assert wm.set_value(conn, "2025-01-12T00:00:00", via="api", dataset="orders") == "2025-01-12T00:00:00"
     assert read(conn, wm.current, "orders_updated_at") == "2025-01-12T00:00:00"
 
 

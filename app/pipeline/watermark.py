@@ -17,16 +17,11 @@ class WatermarkError(ValueError):
     """An operator's watermark value is not acceptable; the message says why."""
 
 
-def _dataset(conn: Connection, dataset=None, name: str | None = None):
-    """The Dataset meant by `dataset`, or, for callers that still name a watermark, by its `name`."""
+def _dataset(conn: Connection, dataset=None):
+    """The Dataset meant by `dataset` (a Dataset, a name, or None for events)."""
     # Imported here: app.datasets builds on app.pipeline, not the other way round.
-    from ..datasets.registry import list_datasets, resolve
+    from ..datasets.registry import resolve
 
-    if dataset is None and name is not None and name != NAME:
-        found = [d for d in list_datasets(conn) if d.watermark == name]
-        if not found:
-            raise WatermarkError(f"there is no watermark {name!r}")
-        return found[0]
     return resolve(conn, dataset)
 
 
@@ -78,23 +73,19 @@ def preview(conn: Connection, value: str | None, dataset=None) -> int:
     return conn.execute(query).scalar()
 
 
-def set_value(conn: Connection, value: str, *, via: str, actor: str | None = None, dataset=None,
-              name: str | None = None) -> str:
-    """Set the dataset's watermark to an operator's value (any direction); return its canonical text.
-
-    `name` (a watermark's name) is still understood for callers that name the watermark instead.
-    """
+def set_value(conn: Connection, value: str, *, via: str, actor: str | None = None, dataset=None) -> str:
+    """Set the dataset's watermark to an operator's value (any direction); return its canonical text."""
     new = check_value(value)
     with write_transaction(conn):
-        ds = _dataset(conn, dataset, name)
+        ds = _dataset(conn, dataset)
         _write(conn, ds, current(conn, ds.watermark), new, via, actor=actor)
     return new
 
 
-def reset(conn: Connection, *, via: str, actor: str | None = None, dataset=None, name: str | None = None) -> None:
+def reset(conn: Connection, *, via: str, actor: str | None = None, dataset=None) -> None:
     """Remove the dataset's watermark: the next run processes everything, the stale rule protects newer data."""
     with write_transaction(conn):
-        ds = _dataset(conn, dataset, name)
+        ds = _dataset(conn, dataset)
         _write(conn, ds, current(conn, ds.watermark), None, via, actor=actor)
 
 
