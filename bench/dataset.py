@@ -29,7 +29,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from make_dataset_records import SHAPE
-from pipeline import code_version, cpu_seconds, in_child, peak_rss_mb
+from pipeline import COUNTS, code_version, compare, cpu_seconds, in_child, peak_rss_mb, rate, remove_database
 
 OUT = HERE / "out"
 GENERATOR = HERE / "make_dataset_records.py"
@@ -38,8 +38,6 @@ TABLE = f"ds_{NAME}"
 WATERMARK = f"{NAME}_{SHAPE['version']}"
 FILES = {"A": ["--seed", "42"], "B": ["--seed", "7", "--start", "2024-01-05T00:00:00"]}
 DESCRIBE = {"A": "file A, empty database", "B": "file B, on top of A"}
-COUNTS = ("input_records", "skipped", "rejected", "staged", "superseded", "inserted", "updated", "unchanged",
-          "stale", "dead_letters", "lineage_entries")
 KEY, VERSION = SHAPE["key"], SHAPE["version"]
 PAYLOAD = tuple(f["name"] for f in SHAPE["fields"])
 COLUMNS = (KEY, *PAYLOAD, VERSION)  # staging order: key, payload fields, version
@@ -59,12 +57,6 @@ def records_file(n: int, run: str) -> Path:
 
 
 # -- databases -----------------------------------------------------------------------------------
-
-def remove_database(path: Path) -> None:
-    """Remove a SQLite database, its WAL and the run intake beside it (`<db>-intake`, app/intake.py)."""
-    for suffix in ("", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-
 
 def fresh_database(url: str) -> None:
     """A new database at `url` with Sluice's schema (its migrations) and the dataset `orders`."""
@@ -534,13 +526,9 @@ def floor_child(db_path: str, file_path: str) -> dict:
 
 # -- report --------------------------------------------------------------------------------------
 
-def _rate(n: int, seconds: float) -> str:
-    return f"{n / seconds:,.0f}" if seconds else "-"
-
-
 def print_result(side: str, run: str, r: dict) -> None:
     n = r["counts"]["input_records"]
-    print(f"\n== {side}, run {run}: {r['seconds']:.1f} s, {_rate(n, r['seconds'])} records/s, "
+    print(f"\n== {side}, run {run}: {r['seconds']:.1f} s, {rate(n, r['seconds'])} records/s, "
           f"peak RSS {r['peak_rss_mb']:.0f} MiB (after imports {r['rss_after_imports_mb']:.0f} MiB), "
           f"CPU {r['cpu_seconds']:.1f} s, load average {r['load_average']:.1f}"
           + (f", write lock {r['lock_seconds']:.2f} s (runs.lock_seconds)" if side == "pipeline" else
@@ -554,22 +542,6 @@ def print_result(side: str, run: str, r: dict) -> None:
     print(f"   {'phase' if side == 'pipeline' else 'step':38} {'seconds':>8} {'peak RSS MiB':>12}")
     for name, seconds in times.items():
         print(f"   {name:38} {seconds:8.2f} {rss[name]:12.0f}")
-
-
-def compare(results: dict) -> list[str]:
-    """Differences between what the two sides computed and left in the database."""
-    problems = []
-    for run in results["runs"]:
-        p, f = results["pipeline"].get(run), results["floor"].get(run)
-        if not p or not f:
-            continue
-        for key in COUNTS:
-            if p["counts"][key] != f["counts"][key]:
-                problems.append(f"run {run}: {key} pipeline {p['counts'][key]:,} vs floor {f['counts'][key]:,}")
-        for key, value in p["state"].items():
-            if f["state"][key] != value:
-                problems.append(f"run {run}: database {key} pipeline {value} vs floor {f['state'][key]}")
-    return problems
 
 
 def markdown(results: dict) -> str:
@@ -587,7 +559,7 @@ def markdown(results: dict) -> str:
                                                "stale", "superseded"))
         cells = [f"{run} ({DESCRIBE[run]})", f"{n:,}", mix]
         for r, side in ((p, "pipeline"), (f, "floor")):
-            cells += [f"{r['seconds']:.1f}", _rate(n, r["seconds"]), f"{r['peak_rss_mb']:.0f}"] if r else ["-"] * 3
+            cells += [f"{r['seconds']:.1f}", rate(n, r["seconds"]), f"{r['peak_rss_mb']:.0f}"] if r else ["-"] * 3
             if r:
                 total[side][0] += r["seconds"]
                 total[side][1] += r["cpu_seconds"]
@@ -598,8 +570,8 @@ def markdown(results: dict) -> str:
     if len(results["runs"]) > 1 and ps and fs:
         n = sum((results["pipeline"].get(r) or results["floor"][r])["counts"]["input_records"]
                 for r in results["runs"])
-        lines.append(f"| {' + '.join(results['runs'])} | {n:,} | | {ps:.1f} | {_rate(n, ps)} | | {fs:.1f} | "
-                     f"{_rate(n, fs)} | | {ps / fs:.2f} | {pc / fc:.2f} |")
+        lines.append(f"| {' + '.join(results['runs'])} | {n:,} | | {ps:.1f} | {rate(n, ps)} | | {fs:.1f} | "
+                     f"{rate(n, fs)} | | {ps / fs:.2f} | {pc / fc:.2f} |")
     return "\n".join(lines)
 
 

@@ -238,7 +238,7 @@ def in_child(func, *args) -> dict:
 
 # -- report --------------------------------------------------------------------------------------
 
-def _rate(n: int, seconds: float) -> str:
+def rate(n: int, seconds: float) -> str:
     return f"{n / seconds:,.0f}" if seconds else "-"
 
 
@@ -247,7 +247,7 @@ def print_pipeline(run: str, r: dict) -> None:
     print(f"\n   code: commit {code['commit']}, app/ digest {code['app_digest']}"
           + (f", uncommitted: {', '.join(code['uncommitted_in_app'])}" if code["uncommitted_in_app"] else ""))
     n = r["counts"]["input_records"]
-    print(f"\n== pipeline, run {run}: {r['seconds']:.1f} s, {_rate(n, r['seconds'])} records/s, "
+    print(f"\n== pipeline, run {run}: {r['seconds']:.1f} s, {rate(n, r['seconds'])} records/s, "
           f"write lock held {r['lock_seconds']:.2f} s by runs.lock_seconds, "
           f"{r['lock_until_commit_seconds']:.2f} s to the end of COMMIT, peak RSS {r['peak_rss_mb']:.0f} MiB "
           f"(after imports {r['rss_after_imports_mb']:.0f} MiB), CPU {r['cpu_seconds']:.1f} s, "
@@ -269,7 +269,7 @@ def print_pipeline(run: str, r: dict) -> None:
 
 def print_floor(run: str, r: dict) -> None:
     n = r["counts"]["input_records"]
-    print(f"\n== floor, run {run}: {r['seconds']:.1f} s, {_rate(n, r['seconds'])} records/s, "
+    print(f"\n== floor, run {run}: {r['seconds']:.1f} s, {rate(n, r['seconds'])} records/s, "
           f"one transaction held {r['lock_seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MiB "
           f"(after imports {r['rss_after_imports_mb']:.0f} MiB), CPU {r['cpu_seconds']:.1f} s, "
           f"load average {r['load_average']:.1f}")
@@ -308,7 +308,7 @@ def markdown(results: dict, n: int) -> str:
         mix = " / ".join(f"{c[k]:,}" for k in ("skipped", "rejected", "inserted", "updated", "unchanged",
                                                "stale", "superseded"))
         cells = [f"{run} ({DESCRIBE[run]})", f"{c['input_records']:,}", mix]
-        cells += [f"{p['seconds']:.1f}", _rate(c["input_records"], p["seconds"]),
+        cells += [f"{p['seconds']:.1f}", rate(c["input_records"], p["seconds"]),
                   f"{p['lock_seconds']:.1f} / {p['lock_until_commit_seconds']:.1f}",
                   f"{p['peak_rss_mb']:.0f}"] if p else ["-"] * 4
         cells += [f"{f['seconds']:.1f}", f"{f['peak_rss_mb']:.0f}"] if f else ["-"] * 2
