@@ -6,7 +6,7 @@ from sqlalchemy.exc import DBAPIError
 
 from .config import ConfigError, database_url_problem, defaults, redact
 from .database import configure_engine
-from .extensions import csrf, db, migrate
+from .extensions import csrf, db, limiter, migrate
 from .schema import MIGRATIONS, upgrade
 
 
@@ -34,6 +34,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .web import upload_limit
     app.before_request(upload_limit)  # before CSRF protection, which parses the form
     csrf.init_app(app)
+    limiter.init_app(app)
+    if app.config["SLUICE_PROXY_HOPS"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        hops = app.config["SLUICE_PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     with app.app_context():
         configure_engine(db.engine)
         if not app.config["SLUICE_DB_ERROR"]:
@@ -46,5 +51,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     web.init_app(app)
     runs.init_app(app)
     cli.init_app(app)
+    from .web.auth import check_every_route
+    check_every_route(app)
     return app
 

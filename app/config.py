@@ -156,6 +156,15 @@ def defaults(instance_path: str) -> dict:
             "Strict" if os.environ.get("SLUICE_SESSION_COOKIE_SAMESITE", "").lower() == "strict" else "Lax",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SECURE": os.environ.get("SLUICE_SESSION_COOKIE_SECURE", "0") == "1",
+        # How many proxies (nginx, caddy) stand in front and set X-Forwarded-For/-Proto/-Host: their
+        # values are then trusted for the client's address (audit, throttling) and for https.
+        "SLUICE_PROXY_HOPS": _int("SLUICE_PROXY_HOPS", 0),
+        # Failed sign-ins allowed before the form answers 429 (Flask-Limiter's notation).
+        "SLUICE_SIGN_IN_LIMIT_PER_NAME": os.environ.get("SLUICE_SIGN_IN_LIMIT_PER_NAME", "5 per minute; 30 per hour"),
+        "SLUICE_SIGN_IN_LIMIT_PER_ADDRESS": os.environ.get("SLUICE_SIGN_IN_LIMIT_PER_ADDRESS", "20 per minute"),
+        # Where the throttle counts: memory:// is per process; redis://host:6379 shares them between processes.
+        "RATELIMIT_STORAGE_URI": os.environ.get("SLUICE_RATELIMIT_STORAGE_URI", "memory://"),
+        "RATELIMIT_HEADERS_ENABLED": True,
     }
 
 

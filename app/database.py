@@ -96,6 +96,16 @@ def is_locked(exc: Exception) -> bool:
 
 
 @contextmanager
+def reading(conn: Connection):
+    """Read in the caller's transaction, or in one of its own that leaves the connection idle."""
+    if conn.in_transaction():
+        yield conn
+    else:
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
 def write_transaction(conn: Connection, *, apply_lock: bool = True):
     """Run a block in a transaction that holds the database's apply lock until it commits.
 

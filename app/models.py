@@ -91,6 +91,8 @@ class Run(Base):
     applied_seq: Mapped[int | None] = mapped_column(BigInteger)
     lock_seconds: Mapped[float | None] = mapped_column(Double)
     worker: Mapped[str | None] = mapped_column(String(128))
+    created_by: Mapped[str | None] = mapped_column(String(128))  # who uploaded, retried or reprocessed
+    cancelled_by: Mapped[str | None] = mapped_column(String(128))
     heartbeat_at: Mapped[str | None] = mapped_column(TIME)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     input_records: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -158,6 +160,7 @@ class DeadLetter(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
     resolved_run_id: Mapped[int | None] = mapped_column(BigInteger)
     reason: Mapped[str | None] = mapped_column(Text)
+    updated_by: Mapped[str | None] = mapped_column(String(128))  # who last discarded, reopened or retried it
 
     __table_args__ = (
         Index("ix_dead_letters_dataset_status_id", "dataset", "status", "id"),
@@ -214,3 +217,69 @@ class WatermarkHistory(Base):
     actor: Mapped[str | None] = mapped_column(String(128))
 
     __table_args__ = (Index("ix_watermark_history_name_id", "name", "id"),)
+
+
+ACTOR = String(128)  # who: a user name, "alice (token deploy)", or "cli:<os user>"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))  # as typed; unique without regard to case (name_key)
+    name_key: Mapped[str] = mapped_column(String(64))  # the name in lower case
+    role: Mapped[str] = mapped_column(String(16))  # viewer, operator, admin
+    password_hash: Mapped[str] = mapped_column(String(256))
+    # Part of every session's id: changing it (a new password) ends every session made before.
+    session_epoch: Mapped[str] = mapped_column(String(32))
+    disabled_at: Mapped[str | None] = mapped_column(TIME)
+    created_at: Mapped[str] = mapped_column(TIME)
+    created_by: Mapped[str | None] = mapped_column(ACTOR)
+    password_changed_at: Mapped[str] = mapped_column(TIME)
+    last_sign_in_at: Mapped[str | None] = mapped_column(TIME)
+
+    __table_args__ = (Index("ux_users_name_key", "name_key", unique=True),)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))  # at most the user's role when it was made
+    secret_hash: Mapped[str] = mapped_column(String(64))  # SHA-256 hex of the whole token
+    hint: Mapped[str] = mapped_column(String(32))  # the token's first characters, to recognise it in a list
+    created_at: Mapped[str] = mapped_column(TIME)
+    expires_at: Mapped[str | None] = mapped_column(TIME)
+    last_used_at: Mapped[str | None] = mapped_column(TIME)
+    revoked_at: Mapped[str | None] = mapped_column(TIME)
+    revoked_by: Mapped[str | None] = mapped_column(ACTOR)
+
+    __table_args__ = (
+        Index("ux_api_tokens_secret_hash", "secret_hash", unique=True),
+        Index("ix_api_tokens_user_id", "user_id", "id"),
+    )
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[str] = mapped_column(TIME)
+    action: Mapped[str] = mapped_column(String(40))  # sign_in, upload, discard, ... (accounts/audit.py)
+    actor: Mapped[str] = mapped_column(ACTOR)  # the label shown: alice, alice (token deploy), cli:root
+    user_id: Mapped[int | None] = mapped_column(BigInteger)  # no foreign key: entries outlive nothing
+    user_name: Mapped[str | None] = mapped_column(String(64))  # lower case (name_key), for the filter
+    token_id: Mapped[int | None] = mapped_column(BigInteger)
+    address: Mapped[str | None] = mapped_column(String(64))
+    object_type: Mapped[str | None] = mapped_column(String(32))  # run, dead_letter, watermark, dataset, user, token
+    object_id: Mapped[str | None] = mapped_column(String(256))
+    dataset: Mapped[str | None] = mapped_column(DATASET_NAME)
+    detail: Mapped[str] = mapped_column(Text, default="")  # one line, or JSON for structured details
+
+    __table_args__ = (
+        Index("ix_audit_log_user_name_id", "user_name", "id"),
+        Index("ix_audit_log_action_id", "action", "id"),
+        Index("ix_audit_log_at_id", "at", "id"),
+    )

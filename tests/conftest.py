@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_INPUT = ROOT / "tests" / "data" / "sample_input.json"  # the seed's sample and its summary, shipped
 SAMPLE_SUMMARY = ROOT / "tests" / "data" / "sample_summary.json"
 MAKE_RECORDS = ROOT / "bench" / "make_records.py"  # the benchmark generator, shipped
-TABLES = ("target", "dead_letters", "lineage", "watermarks", "watermark_history", "runs")
+TABLES = ("target", "dead_letters", "lineage", "watermarks", "watermark_history", "runs", "audit_log",
+          "api_tokens", "users")
+PASSWORD = "correct horse battery staple"  # every test user's password
 
 
 def pytest_report_header(config):
@@ -116,6 +118,53 @@ def app(db_url, tmp_path, monkeypatch):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+@pytest.fixture(scope="session")
+def password_hash():
+    """The Argon2id hash of PASSWORD, made once: each test's users are inserted with it."""
+    from app.accounts.passwords import hash_password
+
+    return hash_password(PASSWORD)
+
+
+@pytest.fixture
+def make_user(app, password_hash):
+    """`make_user(name, role, disabled=False)`: a user (password PASSWORD) in this test's database."""
+    from app.accounts.actor import Actor
+    from app.accounts.users import create_user
+    from app.extensions import db
+
+    def _make(name: str, role: str = "admin"):
+        with app.app_context(), db.engine.connect() as conn:
+            return create_user(conn, name, role, Actor(label="test"), password_hash=password_hash)
+    return _make
+
+
+def sign_in_as(client, user) -> None:
+    """Put `user`'s session into a test client's cookie, as a successful sign-in does."""
+    with client.session_transaction() as session:
+        session["_user_id"] = user.session_id()
+        session["_fresh"] = True
+
+
+@pytest.fixture
+def admin_user(make_user):
+    return make_user("admin", "admin")
+
+
+@pytest.fixture
+def client(app, admin_user):
+    """A test client signed in as an administrator (every page and action is open to it)."""
+    client = app.test_client()
+    sign_in_as(client, admin_user)
+    return client
+
+
+@pytest.fixture
+def anon_client(app):
+    """A test client with no session."""
+    return app.test_client()
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ from html.parser import HTMLParser
 import pytest
 from werkzeug.serving import make_server
 
+from app.web.auth import public
+
 from .test_pages_helpers import text, token
 
 # --- trusted host names ------------------------------------------------------------------------------
@@ -120,7 +122,7 @@ def test_an_unexpected_error_carries_them(app, client):
     def boom():
         raise RuntimeError("boom")
 
-    app.add_url_rule("/boom", "boom", boom)
+    app.add_url_rule("/boom", "boom", public(boom))
     app.config["PROPAGATE_EXCEPTIONS"] = False  # as when not testing: the 500 page, not the exception
     response = client.get("/boom")
     assert response.status_code == 500

@@ -6,14 +6,13 @@ transactional DDL).
 """
 import json
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 from sqlalchemy import Column, Table, bindparam, insert, inspect, select, update
 from sqlalchemy.engine import Connection
 
-from ..database import write_transaction
+from ..database import reading, write_transaction
 from ..models import Dataset as DatasetRow
 from ..models import DatasetVersion, Watermark
 from ..pipeline.validate import now_text
@@ -116,16 +115,6 @@ def _from_row(name, title, description, shape_json, version, archived_at, create
                    watermark=watermark)
 
 
-@contextmanager
-def _reading(conn: Connection):
-    """Read in the caller's transaction, or in one of its own that leaves the connection idle."""
-    if conn.in_transaction():
-        yield conn
-    else:
-        with conn.begin():
-            yield conn
-
-
 # Built once: executing the same statement object skips SQLAlchemy's per-call compile-cache work,
 # a third of a read's cost (it happens on every request and run).
 _BY_NAME = select(*_COLUMNS).where(DatasetRow.name == bindparam("name"))
@@ -140,7 +129,7 @@ def get_dataset(conn: Connection, name: str = DEFAULT) -> Dataset:
     """The dataset of that name as it is now; DatasetError("not_found") when there is none."""
     if not isinstance(name, str):
         raise DatasetError("not_found", f"there is no dataset {name!r}")
-    with _reading(conn):
+    with reading(conn):
         dataset = _get(conn, name)
     if dataset is None:
         raise DatasetError("not_found", f"there is no dataset {name!r}")
@@ -156,7 +145,7 @@ def resolve(conn: Connection, dataset: "Dataset | str | None") -> Dataset:
 
 def list_datasets(conn: Connection) -> list[Dataset]:
     """Every dataset, archived ones too: events first, then by name."""
-    with _reading(conn):
+    with reading(conn):
         rows = conn.execute(select(*_COLUMNS).order_by(DatasetRow.name)).all()
     found = [_from_row(*row) for row in rows]
     return sorted(found, key=lambda d: (d.name != DEFAULT, d.name))
@@ -165,7 +154,7 @@ def list_datasets(conn: Connection) -> list[Dataset]:
 def shape_versions(conn: Connection, name: str) -> list[dict]:
     """The dataset's versions, newest first: version, shape (plain JSON), changes, at, actor."""
     get_dataset(conn, name)
-    with _reading(conn):
+    with reading(conn):
         rows = conn.execute(
             select(DatasetVersion.version, DatasetVersion.shape, DatasetVersion.changes, DatasetVersion.at,
                    DatasetVersion.actor)

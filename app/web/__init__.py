@@ -73,6 +73,8 @@ def _template_globals() -> dict:
 def init_app(app: Flask) -> None:
     """Register every blueprint of the dashboard, its error pages and its security checks and headers."""
     from . import (
+        account,
+        auth,
         datasets,
         dead_letters,
         errors,
@@ -90,11 +92,12 @@ def init_app(app: Flask) -> None:
     # Before any route is added: rules pick their converter when they are registered.
     app.url_map.converters["int"] = IdConverter
     security.init_app(app)
-    for module in (home, upload, runs, target, dead_letters, lineage, watermarks, datasets, health):
+    for module in (home, upload, runs, target, dead_letters, lineage, watermarks, datasets, health, account):
         app.register_blueprint(module.bp)
     from . import api
     api.init_app(app)
     errors.init_app(app)
+    auth.init_app(app)  # after the database check, before the dataset is looked up
     app.before_request_funcs.setdefault(None, []).insert(0, _forget_dataset)
     app.before_request(resolve_dataset)  # after the database check of errors.init_app
     app.url_defaults(carry_dataset)

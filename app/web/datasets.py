@@ -25,6 +25,7 @@ from ..datasets.shape import NAME_RE, ShapeError
 from ..extensions import db
 from ..pipeline import InputError
 from ..pipeline.extract import Reader
+from .auth import ADMIN, VIEWER, requires
 from .forms import MORE_ROWS, ActionForm, DatasetForm, EvolveForm, ProposeForm
 
 bp = Blueprint("datasets", __name__, url_prefix="/datasets")
@@ -42,6 +43,7 @@ def _dataset_or_404(conn, name: str):
 
 
 @bp.get("")
+@requires(VIEWER)
 def index():
     """Every dataset with its numbers; a link to create one."""
     with db.engine.connect() as conn:
@@ -106,12 +108,14 @@ def _new_page(form: DatasetForm, status: int = 200, **extra):
 
 
 @bp.get("/new")
+@requires(ADMIN)
 def new():
     """The form for a new dataset: fields by hand, or a sample file to propose them from."""
     return _new_page(DatasetForm())
 
 
 @bp.post("/new")
+@requires(ADMIN)
 def create():
     """Create a dataset from the form's fields (or its JSON); on a refusal, the form again with the reason."""
     # Administrators only, once there are users (SPEC §11): the role check goes here.
@@ -164,6 +168,7 @@ def _suggested_name(filename: str | None) -> str:
 
 
 @bp.post("/new/propose")
+@requires(ADMIN)
 def propose():
     """Read a sample file, propose a shape from its first records, and show it in the new-dataset form to edit."""
     # Administrators only, once there are users (SPEC §11): the role check goes here.
@@ -218,6 +223,7 @@ def _show(dataset, form: EvolveForm, status: int = 200, **extra):
 
 
 @bp.get("/<name>")
+@requires(VIEWER)
 def show(name: str):
     """A dataset: its shape, numbers, versions, the form of allowed changes, and archive."""
     with db.engine.connect() as conn:
@@ -248,6 +254,7 @@ def _evolved_shape(dataset, form: EvolveForm) -> dict:
 
 
 @bp.post("/<name>")
+@requires(ADMIN)
 def evolve(name: str):
     """Save the allowed changes as a new version of the dataset; on a refusal, the form again with the reason."""
     # Administrators only, once there are users (SPEC §11): the role check goes here.
@@ -279,6 +286,7 @@ def evolve(name: str):
 
 
 @bp.get("/<name>/archive")
+@requires(ADMIN)
 def archive_confirm(name: str):
     """Ask to confirm archiving a dataset."""
     with db.engine.connect() as conn:
@@ -289,6 +297,7 @@ def archive_confirm(name: str):
 
 
 @bp.post("/<name>/archive")
+@requires(ADMIN)
 def archive(name: str):
     """Archive a dataset: no new runs; its pages stay readable."""
     # Administrators only, once there are users (SPEC §11): the role check goes here.

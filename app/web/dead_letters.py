@@ -7,6 +7,7 @@ from .. import queries
 from ..extensions import db
 from ..pipeline import DeadLetterError, RunFailed, discard, jsontext, parse_edit, reopen
 from ..runs import current_service
+from .auth import OPERATOR, VIEWER, requires
 from .filters import DeadLetterView, current_dataset, lenient
 from .forms import ActionForm, BulkForm, DiscardForm, EditForm
 from .target import export_response
@@ -29,6 +30,7 @@ def _query_args(filters: dict) -> dict:
 
 
 @bp.get("")
+@requires(VIEWER)
 def index():
     """Dead letters of a filter, newest first, with counts per error code."""
     filters = _filters(request.args)
@@ -42,6 +44,7 @@ def index():
 
 
 @bp.get("/export.<any(csv, json):fmt>")
+@requires(VIEWER)
 def export(fmt: str):
     """The current view of dead letters as CSV or JSON, streamed."""
     filters = _filters(request.args)
@@ -77,6 +80,7 @@ def _render_letter(dl_id: int, edit_form: EditForm | None = None, status: int = 
 
 
 @bp.get("/<int:dl_id>")
+@requires(VIEWER)
 def show(dl_id: int):
     """One dead letter: its raw record, error, attempts, history and actions."""
     return _render_letter(dl_id)
@@ -101,6 +105,7 @@ def _retry(dl_id: int, edited=None):
 
 
 @bp.post("/<int:dl_id>/reprocess")
+@requires(OPERATOR)
 def reprocess_one(dl_id: int):
     """Retry a dead letter as it is."""
     if not ActionForm().validate_on_submit():
@@ -110,6 +115,7 @@ def reprocess_one(dl_id: int):
 
 
 @bp.post("/<int:dl_id>/edit")
+@requires(OPERATOR)
 def edit(dl_id: int):
     """Retry a dead letter with an operator's edited JSON, checked before it runs."""
     form = EditForm()
@@ -125,6 +131,7 @@ def edit(dl_id: int):
 
 
 @bp.post("/<int:dl_id>/discard")
+@requires(OPERATOR)
 def discard_one(dl_id: int):
     """Discard a dead letter with an optional reason."""
     form = DiscardForm()
@@ -140,6 +147,7 @@ def discard_one(dl_id: int):
 
 
 @bp.post("/<int:dl_id>/reopen")
+@requires(OPERATOR)
 def reopen_one(dl_id: int):
     """Reopen a discarded dead letter."""
     if not ActionForm().validate_on_submit():
@@ -160,6 +168,7 @@ def _selection(conn, filters: dict) -> list[int]:
 
 
 @bp.get("/bulk")
+@requires(OPERATOR)
 def bulk_confirm():
     """Say how many open dead letters a bulk action will touch, and ask for confirmation."""
     action = request.args.get("action")
@@ -175,6 +184,7 @@ def bulk_confirm():
 
 
 @bp.post("/bulk")
+@requires(OPERATOR)
 def bulk():
     """Run a confirmed bulk action; refuse when the selection changed since it was counted."""
     form = BulkForm()

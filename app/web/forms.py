@@ -39,6 +39,14 @@ class UploadForm(FlaskForm):
     dry_run = BooleanField("Dry run: compute and report, keep nothing")
 
 
+class SignInForm(FlaskForm):
+    """A user name and a password."""
+
+    username = StringField("User name", validators=[DataRequired(), Length(max=64)])
+    password = StringField("Password", validators=[DataRequired(), Length(max=1024)])
+    next = HiddenField()
+
+
 class ActionForm(FlaskForm):
     """A button that changes state (cancel, retry, reprocess, reopen): only the CSRF token."""
 

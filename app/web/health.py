@@ -5,11 +5,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import redact
 from ..extensions import db
+from .auth import public
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
+@public
 def healthz():
     """200 when the database answers a query, 503 with the reason otherwise."""
     error = current_app.config.get("SLUICE_DB_ERROR")

@@ -4,6 +4,7 @@ from wtforms.fields.choices import SelectChoice
 
 from .. import queries
 from ..extensions import db
+from .auth import VIEWER, requires
 from .forms import UploadForm
 
 bp = Blueprint("home", __name__)
@@ -29,6 +30,7 @@ def home_page(form: UploadForm, status: int = 200, **extra):
 
 
 @bp.get("/")
+@requires(VIEWER)
 def index():
     """Every dataset's numbers, the upload form and the latest runs of every dataset."""
     return home_page(UploadForm())

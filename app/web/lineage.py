@@ -3,11 +3,13 @@ from flask import Blueprint, g, redirect, render_template, request, url_for
 
 from .. import queries
 from ..extensions import db
+from .auth import VIEWER, requires
 
 bp = Blueprint("lineage", __name__, url_prefix="/lineage")
 
 
 @bp.get("")
+@requires(VIEWER)
 def jump():
     """The jump-to-key box: go to the key's lineage."""
     key = request.args.get("key", "").strip()
@@ -17,6 +19,7 @@ def jump():
 
 
 @bp.get("/<path:key>")
+@requires(VIEWER)
 def show(key: str):
     """A key's target row and timeline, newest first; a helpful page for a key never seen."""
     with db.engine.connect() as conn:

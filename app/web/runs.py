@@ -8,6 +8,7 @@ from .. import queries
 from ..extensions import db
 from ..pipeline import summary_of
 from ..runs import RunService, RunStateError, current_service
+from .auth import OPERATOR, VIEWER, requires
 from .converters import MAX_ID
 from .filters import RunsView, current_dataset, lenient
 from .forms import ActionForm
@@ -24,6 +25,7 @@ def _int(value) -> int | None:
 
 
 @bp.get("")
+@requires(VIEWER)
 def index():
     """A dataset's run history, newest first, with a chart of records per run."""
     view = lenient(RunsView, {**request.args.to_dict(), "dataset": g.dataset.name})
@@ -37,6 +39,7 @@ def _file_gone(run: dict) -> bool:
 
 
 @bp.get("/<int:run_id>")
+@requires(VIEWER)
 def show(run_id: int):
     """Everything about one run: options, file, times, counts, watermark, its dead letters and lineage."""
     with db.engine.connect() as conn:
@@ -52,6 +55,7 @@ def show(run_id: int):
 
 
 @bp.get("/<int:run_id>/progress.json")
+@requires(VIEWER)
 def progress(run_id: int):
     """A running run's phase and counts, polled by its page."""
     with db.engine.connect() as conn:
@@ -64,6 +68,7 @@ def progress(run_id: int):
 
 
 @bp.get("/status.json")
+@requires(VIEWER)
 def status():
     """The status and counts of a few runs (`?ids=1,2,3`), polled by the home page."""
     ids = [i for i in (_int(x) for x in request.args.get("ids", "").split(",")) if i is not None]
@@ -73,6 +78,7 @@ def status():
 
 
 @bp.get("/<int:run_id>/summary.json")
+@requires(VIEWER)
 def summary(run_id: int):
     """Download the run's summary JSON."""
     with db.engine.connect() as conn:
@@ -85,6 +91,7 @@ def summary(run_id: int):
 
 
 @bp.post("/<int:run_id>/cancel")
+@requires(OPERATOR)
 def cancel(run_id: int):
     """Ask a queued or running run to stop."""
     if not ActionForm().validate_on_submit():
@@ -98,6 +105,7 @@ def cancel(run_id: int):
 
 
 @bp.post("/<int:run_id>/retry")
+@requires(OPERATOR)
 def retry(run_id: int):
     """Queue a new run on a failed or cancelled run's file."""
     if not ActionForm().validate_on_submit():

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, g, render_template, request, stream_with_
 
 from .. import queries
 from ..extensions import db
+from .auth import VIEWER, requires
 from .filters import TargetView, lenient, search_param
 
 bp = Blueprint("target", __name__, url_prefix="/target")
@@ -23,6 +24,7 @@ def view_args() -> dict:
 
 
 @bp.get("")
+@requires(VIEWER)
 def index():
     """One page of a dataset's target table."""
     view = view_args()
@@ -99,6 +101,7 @@ def export_response(rows_of, fmt: str, name: str, columns=COLUMNS) -> Response:
 
 
 @bp.get("/export.<any(csv, json):fmt>")
+@requires(VIEWER)
 def export(fmt: str):
     """The whole current view (search and sort) as CSV or JSON, streamed, with the dataset's columns."""
     view = view_args()

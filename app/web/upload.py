@@ -7,6 +7,7 @@ from ..extensions import db
 from ..formatting import human_bytes
 from ..pipeline import InputError, Options, TooLarge
 from ..runs import current_service
+from .auth import OPERATOR, requires
 from .forms import UploadForm
 from .home import home_page, upload_choices
 
@@ -21,6 +22,7 @@ def _options(form: UploadForm) -> Options:
 
 
 @bp.post("/upload")
+@requires(OPERATOR)
 def upload():
     """Queue one run per uploaded file; go to the run (or the runs) — JSON for the page's XHR."""
     form = UploadForm()

@@ -6,12 +6,14 @@ from ..datasets.registry import DatasetError
 from ..extensions import db
 from ..pipeline import WatermarkError
 from ..pipeline import watermark as wm
+from .auth import OPERATOR, VIEWER, requires
 from .forms import ResetForm, WatermarkForm
 
 bp = Blueprint("watermarks", __name__, url_prefix="/watermarks")
 
 
 @bp.get("")
+@requires(VIEWER)
 def index():
     """The current watermark, its history and the form to change it."""
     with db.engine.connect() as conn:
@@ -20,6 +22,7 @@ def index():
 
 
 @bp.get("/confirm")
+@requires(OPERATOR)
 def confirm():
     """Preview a new value (or a reset): how many target rows lie at or after it; ask to confirm."""
     reset = request.args.get("reset") == "1"
@@ -38,6 +41,7 @@ def confirm():
 
 
 @bp.post("/set")
+@requires(OPERATOR)
 def set_value():
     """Set the watermark to a confirmed value."""
     form = WatermarkForm()
@@ -54,6 +58,7 @@ def set_value():
 
 
 @bp.post("/reset")
+@requires(OPERATOR)
 def reset():
     """Remove the watermark: the next run processes everything, and the stale rule protects newer rows."""
     if not ResetForm().validate_on_submit():

@@ -15,6 +15,7 @@ from ...datasets.shape import NAME_RE, SHAPE_JSON_SCHEMA, ShapeError
 from ...extensions import db
 from ...pipeline import InputError, TooLarge
 from ...pipeline.extract import Reader, sniff
+from ..auth import ADMIN, VIEWER, requires
 from ..filters import current_dataset
 from . import schemas
 from .blueprint import ApiError, bp, errors, read
@@ -51,6 +52,7 @@ def _detail(name: str) -> dict:
 
 
 @bp.get("/datasets")
+@requires(VIEWER)
 @bp.response(200, schemas.DatasetList, description="Every dataset, events first, archived ones too.")
 @bp.doc(responses={200: {"links": DATASET_PAGE_LINKS}})
 @errors(503)
@@ -60,6 +62,7 @@ def list_datasets():
 
 
 @bp.post("/datasets")
+@requires(ADMIN)
 @bp.arguments(schemas.DatasetCreateBody, as_kwargs=True)
 @bp.response(201, schemas.DatasetDetail, description="The new dataset, with its empty table.", headers=LOCATION)
 @bp.doc(responses={201: {"links": DATASET_LINKS}})
@@ -75,6 +78,7 @@ def create_dataset_view(name: str, shape: dict, title=None, description=None):
 
 
 @bp.get("/datasets/shape-schema")
+@requires(VIEWER)
 @bp.response(200, schemas.ShapeDocument, description="The JSON Schema (2020-12) of a shape's plain JSON form.")
 def shape_schema():
     """The JSON Schema a shape's plain JSON form follows (the rules beyond it are checked on create: 422)."""
@@ -82,6 +86,7 @@ def shape_schema():
 
 
 @bp.route("/datasets/<name>", methods=["GET"], parameters=NAME)
+@requires(VIEWER)
 @bp.response(200, schemas.DatasetDetail, description="The dataset with its shape's versions, newest first.")
 @errors(404, 503)
 def get_dataset(name: str):
@@ -90,6 +95,7 @@ def get_dataset(name: str):
 
 
 @bp.route("/datasets/<name>", methods=["PATCH"], parameters=NAME)
+@requires(ADMIN)
 @bp.arguments(schemas.DatasetChangeBody, as_kwargs=True)
 @bp.response(200, schemas.DatasetDetail, description="The dataset; a new version when something changed.")
 @bp.doc(responses={200: {"links": DATASET_LINKS}})
@@ -108,6 +114,7 @@ def change_dataset(name: str, shape=None, title=None, description=None):
 
 
 @bp.route("/datasets/<name>/archive", methods=["POST"], parameters=NAME)
+@requires(ADMIN)
 @bp.response(200, schemas.DatasetDetail, description="The dataset, archived: readable, no new runs.")
 @errors(403, 404, 409, 503)
 def archive_dataset_view(name: str):
@@ -153,6 +160,7 @@ def _sample_limit() -> None:
 
 
 @bp.post("/datasets/propose")
+@requires(ADMIN)
 @bp.response(200, schemas.Proposal, description="The proposed shape, the records read and notes.")
 @bp.doc(requestBody={**UPLOAD_BODY, "description": "A sample file as for POST /api/runs: a multipart "
                      "field `file`, or the raw body (JSON, JSON Lines, or gzip of either). Its first 10,000 "

@@ -7,6 +7,7 @@ from ...extensions import db
 from ...pipeline import DeadLetterError, RunFailed, jsontext, parse_edit
 from ...pipeline import dead_letters as actions
 from ...runs import current_service
+from ..auth import OPERATOR, VIEWER, requires
 from ..target import export_response
 from . import schemas
 from .blueprint import ApiError, bp, errors, id_cursor, owned, pick, read, writable
@@ -61,6 +62,7 @@ def _reprocess(ids: list[int], edited=None) -> dict:
 
 
 @bp.get("/dead-letters")
+@requires(VIEWER)
 @bp.arguments(schemas.DeadLetterQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.DeadLetterPage, description="A page of dead letters, or the streamed export.")
 @bp.doc(responses={200: {"content": EXPORT, "links": DEAD_LETTER_PAGE_LINKS}})
@@ -82,6 +84,7 @@ def list_dead_letters(view, limit, cursor=None, format=None):
 
 
 @bp.route("/dead-letters/<int:dl_id>", methods=["GET"], parameters=ID)
+@requires(VIEWER)
 @bp.arguments(schemas.OwnerQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.DeadLetterDetail, description="The dead letter.")
 @bp.doc(responses={200: {"links": DEAD_LETTER_LINKS}})
@@ -110,6 +113,7 @@ def _edited(raw):
 
 
 @bp.route("/dead-letters/<int:dl_id>/reprocess", methods=["POST"], parameters=ID)
+@requires(OPERATOR)
 @bp.arguments(schemas.OwnerQuery, location="query", as_kwargs=True)
 @bp.arguments(schemas.ReprocessBody, required=False, as_kwargs=True)
 @bp.response(200, schemas.ReprocessResult, description="The reprocess run's summary and the dead letter.")
@@ -123,6 +127,7 @@ def reprocess_dead_letter(dl_id: int, raw=None, dataset=None):
 
 
 @bp.route("/dead-letters/<int:dl_id>/discard", methods=["POST"], parameters=ID)
+@requires(OPERATOR)
 @bp.arguments(schemas.OwnerQuery, location="query", as_kwargs=True)
 @bp.arguments(schemas.DiscardBody, required=False, as_kwargs=True)
 @bp.response(200, schemas.DeadLetterDetail, description="The dead letter, discarded.")
@@ -140,6 +145,7 @@ def discard_dead_letter(dl_id: int, reason=None, dataset=None):
 
 
 @bp.route("/dead-letters/<int:dl_id>/reopen", methods=["POST"], parameters=ID)
+@requires(OPERATOR)
 @bp.arguments(schemas.OwnerQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.DeadLetterDetail, description="The dead letter, open again.")
 @bp.doc(responses={200: {"links": DEAD_LETTER_LINKS}})
@@ -170,6 +176,7 @@ def _selection(dataset: str, filter, confirm: int) -> list[int]:
 
 
 @bp.post("/dead-letters/reprocess")
+@requires(OPERATOR)
 @bp.arguments(schemas.DatasetQuery, location="query", as_kwargs=True)
 @bp.arguments(schemas.BulkBody, as_kwargs=True)
 @bp.response(200, schemas.BulkResult, description="How many, and the run's summary.")
@@ -183,6 +190,7 @@ def bulk_reprocess(confirm: int, filter=None, dataset="events"):
 
 
 @bp.post("/dead-letters/discard")
+@requires(OPERATOR)
 @bp.arguments(schemas.DatasetQuery, location="query", as_kwargs=True)
 @bp.arguments(schemas.BulkDiscardBody, as_kwargs=True)
 @bp.response(200, schemas.BulkResult, description="How many were discarded.")

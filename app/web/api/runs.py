@@ -7,6 +7,7 @@ from flask import jsonify, request, url_for
 from ... import queries
 from ...pipeline import InputError, Options, TooLarge, summary_of
 from ...runs import current_service
+from ..auth import OPERATOR, VIEWER, requires
 from . import schemas
 from .blueprint import ApiError, bp, errors, id_cursor, pick, read, writable
 from .links import RUN_LINKS, RUN_PAGE_LINKS
@@ -58,6 +59,7 @@ UPLOAD_BODY = {"required": True, "description": "The file (JSON, JSON Lines, or 
 
 
 @bp.post("/runs")
+@requires(OPERATOR)
 @bp.arguments(schemas.UploadQuery, location="query", as_kwargs=True)
 @bp.response(202, schemas.Run, description="The queued run.", headers=LOCATION)
 @bp.doc(requestBody=UPLOAD_BODY, responses={202: {"links": RUN_LINKS}})
@@ -94,6 +96,7 @@ def create_run(ignore_watermark, dry_run, max_reject_rate=None, filename=None, d
 
 
 @bp.get("/runs")
+@requires(VIEWER)
 @bp.arguments(schemas.RunsQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.RunPage, description="A page of runs.")
 @bp.doc(responses={200: {"links": RUN_PAGE_LINKS}})
@@ -107,6 +110,7 @@ def list_runs(view, limit, cursor=None):
 
 
 @bp.get("/runs/<int:run_id>")
+@requires(VIEWER)
 @bp.response(200, schemas.Run, description="The run.")
 @errors(404, 503)
 def get_run(run_id: int):
@@ -115,6 +119,7 @@ def get_run(run_id: int):
 
 
 @bp.post("/runs/<int:run_id>/cancel")
+@requires(OPERATOR)
 @bp.response(202, schemas.Run, description="The run, cancelled or stopping.")
 @errors(403, 404, 409, 503)
 def cancel_run(run_id: int):
@@ -129,6 +134,7 @@ def cancel_run(run_id: int):
 
 
 @bp.post("/runs/<int:run_id>/retry")
+@requires(OPERATOR)
 @bp.response(202, schemas.Run, description="The new run.", headers=LOCATION)
 @bp.doc(responses={202: {"links": RUN_LINKS}})
 @errors(403, 404, 409, 503)

@@ -3,6 +3,7 @@ from flask import jsonify
 
 from ... import queries
 from ...datasets.registry import DEFAULT
+from ..auth import VIEWER, requires
 from ..filters import current_dataset
 from ..target import export_response
 from . import schemas
@@ -21,6 +22,7 @@ def row_fields(dataset) -> tuple[str, ...]:
 
 
 @bp.get("/target")
+@requires(VIEWER)
 @bp.arguments(schemas.TargetQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.TargetPage, description="A page of rows, or with `format` the whole view streamed.")
 @bp.doc(responses={200: {"content": EXPORT, "links": TARGET_LINKS}})
@@ -41,6 +43,7 @@ KEY = [{"in": "path", "name": "key", "required": True, "description": "A record 
 
 
 @bp.route("/lineage/<path:key>", methods=["GET"], parameters=KEY)
+@requires(VIEWER)
 @bp.arguments(schemas.LineageQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.Lineage, description="The key's lineage.")
 @errors(404, 503)

@@ -10,6 +10,7 @@ from ...datasets.registry import list_datasets
 from ...extensions import db
 from ...pipeline import WatermarkError
 from ...pipeline import watermark as wm
+from ..auth import OPERATOR, VIEWER, requires
 from ..filters import current_dataset
 from . import schemas
 from .blueprint import ApiError, bp, clip, errors, id_cursor, pick, read, writable
@@ -53,6 +54,7 @@ def watermark_json(page: dict) -> dict:
 
 
 @bp.get("/watermarks")
+@requires(VIEWER)
 @bp.arguments(schemas.WatermarksQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.WatermarkList, description="The dataset's watermark.")
 @errors(404, 503)
@@ -63,6 +65,7 @@ def list_watermarks(limit, dataset="events"):
 
 
 @bp.route("/watermarks/<name>", methods=["GET"], parameters=NAME)
+@requires(VIEWER)
 @bp.arguments(schemas.WatermarkPageQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.Watermark, description="The watermark (after a reset: `value` null).")
 @bp.doc(responses=LINKS)
@@ -75,6 +78,7 @@ def get_watermark(name: str, limit, cursor=None, dataset=None):
 
 
 @bp.route("/watermarks/<name>/preview", methods=["GET"], parameters=NAME)
+@requires(VIEWER)
 @bp.arguments(schemas.WatermarkPreviewQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.Preview, description="The preview.")
 @errors(404, 422, 503)
@@ -90,6 +94,7 @@ def preview_watermark(name: str, value=None, dataset=None):
 
 
 @bp.route("/watermarks/<name>", methods=["PUT"], parameters=NAME)
+@requires(OPERATOR)
 @bp.arguments(schemas.OwnerQuery, location="query", as_kwargs=True)
 @bp.arguments(schemas.WatermarkBody, as_kwargs=True)
 @bp.response(200, schemas.Watermark, description="The watermark, set.")
@@ -107,6 +112,7 @@ def set_watermark(name: str, value: str, dataset=None):
 
 
 @bp.route("/watermarks/<name>", methods=["DELETE"], parameters=NAME)
+@requires(OPERATOR)
 @bp.arguments(schemas.OwnerQuery, location="query", as_kwargs=True)
 @bp.response(200, schemas.Watermark, description="The watermark, reset: `value` is null until a "
                                                  "run or an operator sets it again.")
