@@ -148,3 +148,48 @@ class EvolveForm(FlaskForm):
     added = FieldList(FormField(NewFieldRow), min_entries=3, max_entries=200)
     save = SubmitField("Save as a new version")
     more = SubmitField("More new field rows")
+
+
+def _same_as_new(form, field) -> None:
+    """The repeated password equals the new one."""
+    if field.data != form.new.data:
+        raise ValidationError("the two passwords differ")
+
+
+class SetupForm(FlaskForm):
+    """The first administrator: a user name and a new password, typed twice."""
+
+    username = StringField("User name", validators=[DataRequired(), Length(max=64)])
+    new = StringField("Password", validators=[DataRequired(), Length(max=1024)])
+    again = StringField("Password again", validators=[DataRequired(), _same_as_new])
+
+
+class PasswordForm(FlaskForm):
+    """Change one's own password: the current one, and the new one twice."""
+
+    current = StringField("Current password", validators=[DataRequired(), Length(max=1024)])
+    new = StringField("New password", validators=[DataRequired(), Length(max=1024)])
+    again = StringField("New password again", validators=[DataRequired(), _same_as_new])
+
+
+class TokenForm(FlaskForm):
+    """A new API token: a name, a role (choices: the roles up to one's own) and an optional expiry."""
+
+    name = StringField("Name", validators=[DataRequired(), Length(max=64), storable_text])
+    role = SelectField("Role")
+    expires_days = IntegerField("Expires after (days, blank for never)", validators=[Optional()])
+
+
+class NewUserForm(FlaskForm):
+    """A new user: a name, a role and an initial password, typed twice."""
+
+    username = StringField("User name", validators=[DataRequired(), Length(max=64)])
+    role = SelectField("Role")
+    new = StringField("Initial password", validators=[DataRequired(), Length(max=1024)])
+    again = StringField("Initial password again", validators=[DataRequired(), _same_as_new])
+
+
+class RoleForm(FlaskForm):
+    """A user's new role."""
+
+    role = SelectField("Role")
