@@ -116,6 +116,7 @@ def test_an_expired_or_unknown_token_is_refused(app, operator):
 
 def test_an_unknown_token_id_is_not_found(client):
     error(client.delete("/api/tokens/999"), 404, "not_found")
+    error(client.delete(f"/api/tokens/{2 ** 63 - 1}"), 404, "not_found")
 
 
 def test_a_cross_site_cookie_request_is_refused(operator):

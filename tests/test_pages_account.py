@@ -209,6 +209,7 @@ def test_a_new_token_is_shown_once_and_never_again(app, client, caplog):
     body = text(response)
     secrets = TOKEN_RE.findall(body)
     assert len(set(secrets)) == 1 and "Sluice shows it only this once" in body
+    assert 'name="name" type="text" value=""' in body  # the form is blank again for another token
     secret = secrets[0]
     assert client.get("/api/runs", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
     listed = text(client.get("/account/tokens"))

@@ -125,3 +125,11 @@ def test_the_users_forms_need_their_csrf_token(client, make_user):
 def test_the_header_links_users_for_admins(client):
     body = text(client.get("/runs"))
     assert 'href="/users"' in body and 'href="/account"' in body
+
+
+def test_the_header_links_the_audit_log_for_admins_once_it_exists(app, client, make_user):
+    has_audit = "audit.index" in app.view_functions  # the audit page is another part's
+    assert ('>Audit</a>' in text(client.get("/runs"))) == has_audit
+    operator = app.test_client()
+    sign_in_as(operator, make_user("olga", "operator"))
+    assert '>Audit</a>' not in text(operator.get("/runs"))

@@ -36,8 +36,8 @@ def signed_in() -> Principal | None:
 
 @bp.app_template_global()
 def sign_out_form() -> ActionForm:
-    """For the header: the sign-out button's form (its CSRF token)."""
-    return ActionForm()
+    """For the header: the sign-out button's form (its CSRF token), never reading the request's own form."""
+    return ActionForm(formdata=None)  # an error page (413) must not read the body that caused it
 
 
 def _name_key() -> str:
@@ -196,10 +196,11 @@ def _tokens_page(form: TokenForm, status: int = 200, secret: str | None = None, 
                            made=made, action=ActionForm()), status
 
 
-def _token_form() -> TokenForm:
-    form = TokenForm()
+def _token_form(blank: bool = False) -> TokenForm:
+    """The new-token form: as posted, or `blank` (after a token is made), with the roles one may give."""
+    form = TokenForm(formdata=None) if blank else TokenForm()
     form.role.choices = token_roles()
-    if not form.is_submitted():
+    if blank or not form.is_submitted():
         form.role.data = current_user.role
     return form
 
@@ -224,7 +225,7 @@ def create_token_view():
         except AccountError as exc:
             form.name.errors = [str(exc)]
             return _tokens_page(form, 400)
-    response = current_app.make_response(_tokens_page(_token_form(), 201, secret=secret, made=made))
+    response = current_app.make_response(_tokens_page(_token_form(blank=True), 201, secret=secret, made=made))
     response.headers["Cache-Control"] = "no-store"  # the secret must not stay in a cache
     return response
 
