@@ -126,7 +126,8 @@ def test_the_setup_link_makes_the_first_administrator_once(app, anon_client):
     body = text(anon_client.get("/"))  # signed in, as an administrator
     assert '<strong id="who-name">root</strong> <span class="role" id="who-role">admin</span>' in body
     assert 'href="/users"' in body
-    assert ("setup", "anonymous", "root", "127.0.0.1") in audit_actions(app)
+    assert ("setup", "setup link", "root", "127.0.0.1") in audit_actions(app)
+    assert "by setup link" in text(anon_client.get("/account"))
     again = app.test_client().get(link)  # used: not valid any more
     assert again.status_code == 404 and "not valid" in text(again)
 

@@ -21,6 +21,7 @@ from .errors import render_error
 from .forms import ActionForm, PasswordForm, SetupForm, SignInForm, TokenForm
 
 bp = Blueprint("account", __name__)
+SETUP_ACTOR = "setup link"  # the "who" of the first administrator
 
 
 @bp.app_template_global()
@@ -38,6 +39,12 @@ def signed_in() -> Principal | None:
 def sign_out_form() -> ActionForm:
     """For the header: the sign-out button's form (its CSRF token), never reading the request's own form."""
     return ActionForm(formdata=None)  # an error page (413) must not read the body that caused it
+
+
+@bp.app_template_global()
+def has_page(endpoint: str) -> bool:
+    """For the header: whether this app has the view `endpoint` (link a page only where it is installed)."""
+    return endpoint in current_app.view_functions
 
 
 def _name_key() -> str:
@@ -132,8 +139,9 @@ def setup(token: str):
         if not form.validate_on_submit():
             return render_template("account/setup.html", form=form, token=token), 400 if form.errors else 200
         try:
+            # Nobody is signed in yet: "who" made the first administrator is the link itself.
             user = create_first_admin(conn, instance, token, form.username.data.strip(), form.new.data,
-                                      current_actor())
+                                      Actor(label=SETUP_ACTOR, address=request.remote_addr))
         except AccountError as exc:
             if exc.code in ("conflict", "forbidden"):  # used (or a user made) meanwhile
                 return _setup_gone()

@@ -1,5 +1,5 @@
 """The administrators' page of users (SPEC §11): list, create, set a role, disable and enable again."""
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
 
 from ..accounts.roles import ADMIN, ROLES
 from ..accounts.users import AccountError, create_user, list_users, set_disabled, set_role
@@ -8,12 +8,6 @@ from .auth import current_actor, requires
 from .forms import ActionForm, NewUserForm, RoleForm
 
 bp = Blueprint("users", __name__, url_prefix="/users")
-
-
-@bp.app_template_global()
-def has_page(endpoint: str) -> bool:
-    """For templates: whether this app has a view `endpoint` (a link to a page another part may not add)."""
-    return endpoint in current_app.view_functions
 
 
 def _new_user_form() -> NewUserForm:
