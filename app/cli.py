@@ -346,5 +346,9 @@ def dataset_show_command(name):
 
 
 def init_app(app) -> None:
-    """Register the `etl` command group."""
+    """Register the `etl`, `users` and `tokens` command groups."""
+    from .cli_accounts import tokens, users
+
     app.cli.add_command(etl)
+    app.cli.add_command(users)
+    app.cli.add_command(tokens)
