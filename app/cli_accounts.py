@@ -3,6 +3,8 @@
 The command line acts as `cli:<operating-system user>` in the audit log. Errors are one line and a
 non-zero exit, as for `etl` (the same guard).
 """
+import sys
+
 import click
 from flask import current_app
 from flask.cli import AppGroup
@@ -38,7 +40,7 @@ password_stdin_option = click.option(
 def _password(from_stdin: bool) -> str:
     """A new password: one line of standard input (its newline dropped), or typed twice at a hidden prompt."""
     if from_stdin:
-        line = click.get_text_stream("stdin").readline()
+        line = sys.stdin.readline()
         return line.removesuffix("\n").removesuffix("\r")
     return click.prompt("Password", hide_input=True, confirmation_prompt="Repeat the password", err=True)
 

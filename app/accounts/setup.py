@@ -28,11 +28,14 @@ def base_url() -> str:
 
 
 def _read_token(path: Path) -> str | None:
+    """The token in `path`; None when there is no file, "" when the file holds no token."""
     try:
         token = path.read_text(encoding="ascii").strip()
-    except (FileNotFoundError, UnicodeDecodeError):
+    except FileNotFoundError:
         return None
-    return token if len(token) >= MIN_TOKEN_LENGTH else None
+    except UnicodeDecodeError:
+        return ""
+    return token if len(token) >= MIN_TOKEN_LENGTH else ""
 
 
 def setup_token(instance_path: str) -> str:
@@ -44,9 +47,9 @@ def setup_token(instance_path: str) -> str:
     path = Path(instance_path) / TOKEN_FILE
     for _ in range(3):
         token = _read_token(path)
-        if token is not None:
+        if token:
             return token
-        if path.exists():  # not a token (an empty or edited file): replace it
+        if token == "":  # a file that holds no token (emptied or edited by hand): replace it
             path.unlink(missing_ok=True)
         token = secrets.token_urlsafe(32)
         aside = path.with_name(f".{TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -71,7 +74,7 @@ def setup_link(instance_path: str, base: str | None = None) -> str:
 def check_setup_token(instance_path: str, token: str) -> bool:
     """Whether `token` is the setup link's (compared in constant time); False once the link is gone."""
     expected = _read_token(Path(instance_path) / TOKEN_FILE)
-    if expected is None or not isinstance(token, str):
+    if not expected or not isinstance(token, str):
         return False
     return secrets.compare_digest(expected.encode(), token.encode("utf-8", "surrogatepass"))
 
