@@ -68,7 +68,7 @@ def test_every_start_shares_one_token_and_uses_the_base_url(app, caplog, monkeyp
     assert files(app)[1].read_text() == announced[-1] + "\n"
 
 
-def test_processes_starting_together_share_one_token(tmp_path):
+def test_starts_at_the_same_moment_share_one_token(tmp_path):
     together = threading.Barrier(12)
     got = []
 
