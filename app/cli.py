@@ -179,7 +179,7 @@ def watermark_command(new_value, reset, yes, dataset):
     click.echo(f"watermark {ds.watermark}: {value or '(none)'} (UTC)")
     for h in changes:
         click.echo(f"  {h['at'][:19]}  {h['old_value'] or '(none)'} → {h['new_value'] or '(none)'}  via {h['via']}"
-                   + (f" (run {h['run_id']})" if h["run_id"] else ""))
+                   + (f" (run {h['run_id']})" if h["run_id"] else "") + (f" by {h['actor']}" if h["actor"] else ""))
 
 
 @etl.command("reprocess")

@@ -6,7 +6,6 @@ import re
 import uuid
 
 import pytest
-from flask import g
 from sqlalchemy import text as sql
 
 from app.accounts.actor import Actor, os_user
@@ -36,16 +35,6 @@ def who_of(token_id: int, label: str = "oper (token ci)", user: str = "oper") ->
 
 
 CLI_WHO = {"actor": CLI, "user_name": None, "token_id": None, "address": None}
-
-
-@pytest.fixture(autouse=True)
-def _signed_in_user_per_request(app):
-    """Forget the signed-in user between requests: pytest-flask keeps one app context, and so one `g`
-    (where Flask-Login keeps the request's user), for a whole test, and these tests mix sessions and tokens."""
-    def forget() -> None:
-        g.pop("_login_user", None)
-
-    app.before_request_funcs.setdefault(None, []).insert(0, forget)
 
 
 @pytest.fixture
@@ -266,6 +255,7 @@ def test_watermark_set_and_reset_by_page_api_and_cli(client, api, runner, engine
     cli = etl(runner, "watermark", "--set", "2025-01-10T00:00:00Z", "--yes")
     assert cli.exit_code == 0, cli.output
     assert {k: entries(engine, "watermark_set")[2][k] for k in CLI_WHO} == CLI_WHO
+    assert f"→ 2025-01-10T00:00:00  via cli by {CLI}" in cli.output
     assert etl(runner, "watermark", "--reset", "--yes").exit_code == 0
     assert client.post("/watermarks/reset", data={
         "csrf_token": token(client, "/watermarks/confirm?reset=1")}).status_code == 303
