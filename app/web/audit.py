@@ -1,6 +1,6 @@
 """The audit log for administrators (SPEC §11): filter by user, action and time; keyset pages; export."""
 from flask import Blueprint, current_app, render_template, request, url_for
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from ..accounts import audit
 from ..extensions import db
@@ -46,12 +46,15 @@ class AuditView(Schema):
         "description": f"Entries up to this time, its whole day, minute or second included: {audit.TIME_FORMS}.",
         "pattern": TIME_PATTERN})
 
+    @validates_schema
+    def _in_order(self, data, **kwargs):
+        if data.get("since") and data.get("until") and data["since"] >= data["until"]:
+            raise ValidationError("it is before from", field_name="to")
+
     @post_load
     def _view(self, data, **kwargs):
         view = {"user": (data.pop("user", None) or "").strip() or None, "action": data.pop("action", None),
                 "since": data.pop("since", None), "until": data.pop("until", None)}
-        if view["since"] and view["until"] and view["since"] >= view["until"]:
-            raise ValidationError({"to": ["it is before from"]})
         return {**data, "view": view}
 
 
