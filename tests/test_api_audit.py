@@ -78,12 +78,16 @@ def test_next_walks_every_entry_once(client, engine):
 
 @pytest.mark.parametrize("query, parameter", [
     ("action=nope", "action"), ("from=2026-02-30", "from"), ("to=yesterday", "to"), ("from=2026-03-01T25:00", "from"),
-    ("from=2026-03-02&to=2026-03-01", "to"), ("user=" + "x" * 129, "user"), ("limit=0", "limit"),
+    ("to=0999-01-01", "to"), ("from=2026-03-01T10:00:00.1234567", "from"), ("user=" + "x" * 129, "user"), ("limit=0", "limit"),
 ])
 def test_bad_filters_answer_400(client, query, parameter):
     answer = client.get(f"/api/audit?{query}")
     assert answer.status_code == 400
     assert answer.json["error"]["code"] == "bad_parameter" and f"'{parameter}'" in answer.json["error"]["message"]
+
+
+def test_a_reversed_range_matches_nothing(client, mixed):
+    assert client.get("/api/audit?from=2026-03-02&to=2026-03-01").json == {"items": [], "next": None}
 
 
 def test_a_cursor_the_api_did_not_write_answers_400(client):

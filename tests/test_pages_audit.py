@@ -188,15 +188,16 @@ def test_anonymous_is_sent_to_sign_in(anon_client, url):
 
 
 def test_bad_filters_are_named_and_ignored(client, mixed):
-    body = text(client.get("/audit?action=nope&from=2026-02-30&user=alice"))
+    body = text(client.get("/audit?action=nope&from=2026-02-30&to=2026-3-1&user=alice"))
     problems = html.unescape(re.search(r'id="filter-problems">(.*?)</div>', body, re.DOTALL).group(1))
     assert "The action filter nope was ignored: not an audited action." in re.sub(r"<[^>]+>", "", problems)
-    assert "The from filter 2026-02-30 was ignored: not a time" in re.sub(r"<[^>]+>", "", problems)
+    assert "The from filter 2026-02-30 was ignored: 2026-02-30 is not on the calendar." in re.sub(r"<[^>]+>", "", problems)
+    assert "The to filter 2026-3-1 was ignored: not a time" in re.sub(r"<[^>]+>", "", problems)
     assert [i for i, _ in rows(body)] == [mixed["alice_token"], mixed["alice_upload"]]  # the good filter holds
     assert 'value="2026-02-30"' in body  # what was typed stays in the form, to be corrected
     assert 'href="/audit/export.csv?user=alice"' in body  # links carry only the filters in force
     reversed_range = text(client.get("/audit?from=2026-03-02&to=2026-03-01"))
-    assert "The to filter" in reversed_range and "it is before from" in reversed_range
+    assert "From is after To: no entry can match." in reversed_range and not rows(reversed_range)
     assert "filter-problems" not in text(client.get("/audit?from=2026-03-01T10:00:00&to=2026-03-02T00:00"))
     assert client.get("/audit?cursor=garbage").status_code == 400
 
