@@ -169,8 +169,16 @@ def check_every_route(app: Flask) -> None:
         raise RuntimeError(f"these views declare no role (@requires or @public): {', '.join(unguarded)}")
 
 
+def _forget_principal() -> None:
+    # g lives as long as the app context, which a test (or an outer context) may keep across requests:
+    # each request finds its own principal.
+    g.pop("_login_user", None)
+    g.pop("bad_token", None)
+
+
 def init_app(app: Flask) -> None:
     """Sessions and tokens on every request, the role check before every view, `can()` in templates."""
+    app.before_request_funcs.setdefault(None, []).insert(0, _forget_principal)
     login_manager.init_app(app)
     login_manager.login_view = "account.sign_in"
     app.before_request(guard)
