@@ -42,14 +42,13 @@ def test_entries_as_recorded_newest_first(client, engine, make_user):
     assert items[2]["detail"] == {"role": "viewer"} and items[2]["object_id"] == "bob"
 
 
-def test_sign_ins_through_the_page_are_in_the_api(app, client, anon_client, make_user):
+def test_sign_ins_through_the_page_are_in_the_api(client, anon_client, make_user):
     make_user("carol", "viewer")
     form = token(anon_client, "/sign-in")
     anon_client.post("/sign-in", data={"csrf_token": form, "username": "carol", "password": "nope"})
     anon_client.post("/sign-in", data={"csrf_token": form, "username": "CAROL", "password": PASSWORD})
-    with app.app_context():  # its own `g`, as in production (see test_pages_audit)
-        failed = client.get("/api/audit?action=sign_in_failed").json["items"]
-        signed_in = client.get("/api/audit?user=Carol").json["items"]
+    failed = client.get("/api/audit?action=sign_in_failed").json["items"]
+    signed_in = client.get("/api/audit?user=Carol").json["items"]
     assert [(e["actor"], e["object_id"], e["address"]) for e in failed] == [("anonymous", "carol", "127.0.0.1")]
     assert [(e["action"], e["user_name"]) for e in signed_in] == [("sign_in", "carol")]
 
@@ -100,18 +99,15 @@ def test_administrators_only(app, make_user, engine):
         user = make_user(f"u-{role}", role)
         with engine.connect() as conn:
             secret, _ = create_token(conn, user, "t", Actor(label="test"))
-        with app.app_context():  # each caller its own `g`, as in production
-            answer = app.test_client().get("/api/audit", headers={"Authorization": f"Bearer {secret}"})
+        answer = app.test_client().get("/api/audit", headers={"Authorization": f"Bearer {secret}"})
         if role == "admin":
             assert answer.status_code == 200 and answer.json["items"][0]["action"] == "token_create"
         else:
             assert answer.status_code == 403 and answer.json["error"]["code"] == "forbidden"
-            with app.app_context():
-                browser = app.test_client()
-                sign_in_as(browser, user)
-                assert browser.get("/api/audit").status_code == 403
-    with app.app_context():
-        anonymous = app.test_client().get("/api/audit")
+            browser = app.test_client()
+            sign_in_as(browser, user)
+            assert browser.get("/api/audit").status_code == 403
+    anonymous = app.test_client().get("/api/audit")
     assert anonymous.status_code == 401 and anonymous.json["error"]["code"] == "unauthorized"
 
 

@@ -67,7 +67,7 @@ def mixed(client, engine):
     return dict(zip(["admin_created"] + [name for name, *_ in made], found))  # the client's admin came first
 
 
-def test_real_actions_are_listed_newest_first_with_who_and_address(app, client, anon_client, make_user, engine):
+def test_real_actions_are_listed_newest_first_with_who_and_address(client, anon_client, make_user, engine):
     alice = make_user("alice", "operator")
     page = token(anon_client, "/sign-in")
     failed = anon_client.post("/sign-in", data={"csrf_token": page, "username": "Alice", "password": "wrong"})
@@ -76,10 +76,7 @@ def test_real_actions_are_listed_newest_first_with_who_and_address(app, client, 
     assert signed_in.status_code == 302
     with engine.connect() as conn:
         create_token(conn, alice, "deploy", Actor.of_user(alice.id, alice.name, address="10.1.1.1"))
-    # pytest-flask keeps one app context (one `g`) for the whole test, and Flask-Login keeps the
-    # request's user in `g`: the admin's request gets an app context of its own, as it would in production.
-    with app.app_context():
-        listed = rows(text(client.get("/audit")))
+    listed = rows(text(client.get("/audit")))
     assert [i for i, _ in listed] == sorted((i for i, _ in listed), reverse=True)
     newest = [r for _, r in listed[:3]]
     assert "alice created an API token token" in newest[0]
