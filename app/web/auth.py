@@ -43,7 +43,8 @@ class Principal(UserMixin):
     def __init__(self, user: UserRow, token: TokenRow | None = None):
         self.user, self.token = user, token
         self.id, self.name = user.id, user.name
-        self.role = token.role if token is not None else user.role
+        # A token acts with its own role, never above its user's as the user is now.
+        self.role = user.role if token is None or not at_least(user.role, token.role) else token.role
 
     def get_id(self) -> str:
         return self.user.session_id()
