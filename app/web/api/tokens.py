@@ -34,7 +34,7 @@ def _refused(exc: AccountError) -> ApiError:
 @requires(VIEWER)
 @bp.arguments(schemas.TokenBody, as_kwargs=True)
 @bp.response(201, schemas.NewToken, description="The new token with its secret (`token`), shown this once.")
-@errors(400, 403, 415, 503)
+@errors(400, 403, 413, 415, 503)
 def create_api_token(name: str, role: str | None = None, expires_days: int | None = None):
     """Make a token acting as you, with a role at most yours (default yours) and an optional expiry."""
     with db.engine.connect() as conn:
