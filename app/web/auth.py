@@ -175,6 +175,7 @@ def _forget_principal() -> None:
     # each request finds its own principal.
     g.pop("_login_user", None)
     g.pop("bad_token", None)
+    g.pop("csrf_token", None)  # Flask-WTF's, cached per context: each session has its own
 
 
 def init_app(app: Flask) -> None:
