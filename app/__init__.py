@@ -4,6 +4,7 @@ import os
 from flask import Flask
 from sqlalchemy.exc import DBAPIError
 
+from .accounts.setup import announce_setup
 from .config import ConfigError, database_url_problem, defaults, redact
 from .database import configure_engine
 from .extensions import csrf, db, limiter, migrate
@@ -44,6 +45,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         if not app.config["SLUICE_DB_ERROR"]:
             try:
                 upgrade(db.engine)
+                announce_setup(db.engine, app.instance_path, app.logger)
             except DBAPIError as exc:  # unreachable, refused, or not a database at all
                 app.config["SLUICE_DB_ERROR"] = redact(exc.orig, url)
 

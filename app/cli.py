@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import queries
+from .accounts.actor import cli_actor
 from .config import pipeline_settings
 from .datasets.propose import propose_shape
 from .datasets.registry import (
@@ -36,7 +37,6 @@ from .pipeline.extract import Reader
 from .runs import current_service
 
 etl = AppGroup("etl", help="Run the pipeline and manage what it wrote.")
-ACTOR = "cli"
 PROPOSE_RECORDS = 10_000
 
 
@@ -103,7 +103,7 @@ def run_command(file, output, ignore_watermark, max_reject_rate, dry_run, datase
     options = Options(ignore_watermark=ignore_watermark, max_reject_rate=max_reject_rate, dry_run=dry_run)
     service = _service()
     service.recover()  # a run of a killed `etl run` is marked interrupted, as a worker's would be
-    summary = service.run_file(file, options=options, dataset=dataset)
+    summary = service.run_file(file, options=options, dataset=dataset, actor=cli_actor())
     text = json.dumps(summary, indent=2)
     if output:
         Path(output).write_text(text + "\n")
@@ -170,16 +170,16 @@ def watermark_command(new_value, reset, yes, dataset):
                 click.confirm(f"{count} target rows lie at or after the new value. {what[0].upper()}{what[1:]}?",
                               abort=True)
             if reset:
-                wm.reset(conn, via="cli", dataset=ds)
+                wm.reset(conn, via="cli", actor=cli_actor(), dataset=ds)
             else:
-                wm.set_value(conn, new_value, via="cli", dataset=ds)
+                wm.set_value(conn, new_value, via="cli", actor=cli_actor(), dataset=ds)
         with conn.begin():
             value = wm.current(conn, ds.watermark)
             changes = wm.history(conn, ds, limit=10)
     click.echo(f"watermark {ds.watermark}: {value or '(none)'} (UTC)")
     for h in changes:
         click.echo(f"  {h['at'][:19]}  {h['old_value'] or '(none)'} → {h['new_value'] or '(none)'}  via {h['via']}"
-                   + (f" (run {h['run_id']})" if h["run_id"] else ""))
+                   + (f" (run {h['run_id']})" if h["run_id"] else "") + (f" by {h['actor']}" if h["actor"] else ""))
 
 
 @etl.command("reprocess")
@@ -190,7 +190,7 @@ def reprocess_command(ids, dataset):
     """Retry open dead letters by id (one run of kind `reprocess`, in their dataset)."""
     _check_owner(ids, dataset)
     try:
-        summary = _service().reprocess(list(ids))
+        summary = _service().reprocess(list(ids), actor=cli_actor())
     except RunFailed as exc:
         raise click.ClickException(f"reprocess run {exc.run_id} failed: {exc}") from None
     click.echo(json.dumps(summary, indent=2))
@@ -205,7 +205,7 @@ def discard_command(ids, reason, dataset):
     """Discard open dead letters by id."""
     _check_owner(ids, dataset)
     with _connection() as conn:
-        n = discard_dl(conn, list(ids), reason=reason, actor="cli")
+        n = discard_dl(conn, list(ids), reason=reason, actor=cli_actor())
     click.echo(f"discarded {n} dead letter{'s' if n != 1 else ''}")
 
 
@@ -282,7 +282,7 @@ def dataset_create_command(name, shape_path, title, description):
     """Create dataset NAME, with its empty table, from a shape file."""
     shape = _shape_file(shape_path)
     with _connection() as conn:
-        ds = create_dataset(conn, name, shape, title=title, description=description, actor=ACTOR)
+        ds = create_dataset(conn, name, shape, title=title, description=description, actor=cli_actor())
     click.echo(f"created dataset {ds.name} (table {ds.table.name}, watermark {ds.watermark})")
 
 
@@ -317,7 +317,7 @@ def dataset_evolve_command(name, shape_path, title, description):
     shape = _shape_file(shape_path) if shape_path else None
     with _connection() as conn:
         before = get_dataset(conn, name)
-        ds = evolve_dataset(conn, name, shape=shape, title=title, description=description, actor=ACTOR)
+        ds = evolve_dataset(conn, name, shape=shape, title=title, description=description, actor=cli_actor())
         changes = shape_versions(conn, name)[0]["changes"] if ds.version != before.version else []
     if not changes:
         click.echo(f"dataset {name}: nothing changed (version {ds.version})")
@@ -333,7 +333,7 @@ def dataset_evolve_command(name, shape_path, title, description):
 def dataset_archive_command(name):
     """Archive dataset NAME: it takes no new runs; its data stays readable."""
     with _connection() as conn:
-        ds = archive_dataset(conn, name, actor=ACTOR)
+        ds = archive_dataset(conn, name, actor=cli_actor())
     click.echo(f"archived dataset {ds.name} at {ds.archived_at[:19]} (UTC)")
 
 
@@ -346,5 +346,9 @@ def dataset_show_command(name):
 
 
 def init_app(app) -> None:
-    """Register the `etl` command group."""
+    """Register the `etl`, `users` and `tokens` command groups."""
+    from .cli_accounts import tokens, users
+
     app.cli.add_command(etl)
+    app.cli.add_command(users)
+    app.cli.add_command(tokens)

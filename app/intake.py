@@ -11,8 +11,11 @@ on its page and in the API from the moment its upload is accepted. PostgreSQL ne
 there recording a run never waits for an apply.
 
 Every row names its run's dataset; an intake file written before datasets existed gets the
-column (every row `events`) when it is opened.
+column (every row `events`) when it is opened. A row also carries who (`created_by`, `cancelled_by`)
+and the audit entries of its upload and its cancel (JSON of `audit.entry`): they are written into
+`audit_log` in the transaction that moves the run into `runs`, so that auditing never waits either.
 """
+import json
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
@@ -54,7 +57,12 @@ intake_runs = Table(
     Column("file_path", Text), Column("retry_of_id", BigInteger), Column("same_file_run_id", BigInteger),
     Column("queued_at", String(26), nullable=False), Column("finished_at", String(26)),
     Column("error", Text), Column("worker", String(128)), Column("cancel_requested", Boolean, default=False),
+    Column("created_by", String(128)), Column("cancelled_by", String(128)),
+    Column("audit", Text), Column("cancel_audit", Text),  # pending audit entries, JSON
 )
+# Columns a later Sluice added, with the DDL that adds them to an older intake file.
+_ADDED = {"dataset": "VARCHAR(40) NOT NULL DEFAULT 'events'", "created_by": "VARCHAR(128)",
+          "cancelled_by": "VARCHAR(128)", "audit": "TEXT", "cancel_audit": "TEXT"}
 # The last run id handed out, by this intake or found in `runs`: one id sequence for both.
 intake_ids = Table("intake_ids", _meta, Column("one", Integer, primary_key=True),
                    Column("last_id", BigInteger, nullable=False))
@@ -110,11 +118,13 @@ class Intake:
         with self.engine.connect() as conn, write_transaction(conn):
             return self.next_id(conn)
 
-    def submit(self, insert_into_runs: Callable[[int], None], **values) -> int:
+    def submit(self, insert_into_runs: Callable[[int], None], audit_of: Callable[[int], dict] | None = None,
+               **values) -> int:
         """Record a queued run: `insert_into_runs(id)` if the write lock is free, else here; return its id.
 
         Ids are handed out and recorded one submission at a time (under the intake's lock), so a run
         is visible, in `runs` or here, before the next id exists: the queue order is the id order.
+        Recorded here, the run keeps `audit_of(id)`, its audit entry, until it is moved into `runs`.
         """
         with self.engine.connect() as conn, write_transaction(conn):
             run_id = self.next_id(conn)
@@ -127,7 +137,7 @@ class Intake:
                 except OperationalError as exc:
                     if not is_locked(exc):
                         raise
-            self._record(conn, run_id, **values)
+            self._record(conn, run_id, audit=_json(audit_of(run_id)) if audit_of else None, **values)
             return run_id
 
     def _record(self, conn: Connection, run_id: int, **values) -> None:
@@ -142,12 +152,16 @@ class Intake:
         conn.execute(insert(intake_runs).values(id=run_id, status="queued", same_file_run_id=same,
                                                 queued_at=now_text(), **values))
 
-    def cancel(self, run_id: int) -> bool:
-        """Cancel a run still queued here; False when it is not here or is being moved into `runs`."""
+    def cancel(self, run_id: int, cancelled_by: str | None = None, audit: dict | None = None) -> bool:
+        """Cancel a run still queued here; False when it is not here or is being moved into `runs`.
+
+        `cancelled_by` and `audit` (the cancel's audit entry) go into `runs` and `audit_log` with the run.
+        """
         with self.engine.connect() as conn, write_transaction(conn):
             done = conn.execute(update(intake_runs).where(
                 intake_runs.c.id == run_id, intake_runs.c.status == "queued").values(
-                status="cancelled", error="cancelled by request", finished_at=now_text()))
+                status="cancelled", error="cancelled by request", finished_at=now_text(),
+                cancelled_by=cancelled_by, cancel_audit=_json(audit)))
             return done.rowcount == 1
 
     def status(self, run_id: int) -> str | None:
@@ -246,11 +260,21 @@ def pending_runs(conn: Connection, run_ids: list[int] | None = None, dataset="ev
     return intake.pending(conn, run_ids, dataset) if intake is not None else []
 
 
+def pending_audit(row: dict) -> list[dict]:
+    """The audit entries an intake row carries (its upload's, its cancel's), to write when it moves into `runs`."""
+    return [json.loads(row[c]) for c in ("audit", "cancel_audit") if row.get(c)]
+
+
+def _json(entry: dict | None) -> str | None:
+    return None if entry is None else json.dumps(entry, ensure_ascii=False)
+
+
 def _add_missing_columns(conn: Connection) -> None:
     """Add the columns a later Sluice gave `intake_runs` to an intake file made before them."""
     have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(intake_runs)")}
-    if "dataset" not in have:
-        conn.exec_driver_sql("ALTER TABLE intake_runs ADD COLUMN dataset VARCHAR(40) NOT NULL DEFAULT 'events'")
+    for name, ddl in _ADDED.items():
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE intake_runs ADD COLUMN {name} {ddl}")
 
 
 def intake_paths(engine: Engine):

@@ -578,7 +578,8 @@ def dead_letters_page(conn: Connection, dataset=None, *, error: str | None = Non
         select(DeadLetter.id, DeadLetter.run_id, DeadLetter.last_run_id, DeadLetter.pos, DeadLetter.line,
                DeadLetter.key, DeadLetter.error, DeadLetter.detail, DeadLetter.raw, DeadLetter.status,
                DeadLetter.created_at, DeadLetter.updated_at, DeadLetter.attempts, DeadLetter.sightings,
-               DeadLetter.outcome, DeadLetter.resolved_run_id, DeadLetter.reason, DeadLetter.dataset),
+               DeadLetter.outcome, DeadLetter.resolved_run_id, DeadLetter.reason, DeadLetter.dataset,
+               DeadLetter.updated_by),
         dataset=name, error=error, status=status, run_id=run_id)
     page = _page(conn, query, (DeadLetter.id,), key_of=lambda r: (r["id"],), limit=_limit(limit),
                  after=_one(decode_cursor(cursor, 1)), before=_one(decode_cursor(before, 1)), descending=True)

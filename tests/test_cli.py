@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from app import create_app
+from app.accounts.actor import os_user
 
 from .conftest import SAMPLE_INPUT
 from .pipeline_helpers import fetch
@@ -162,7 +163,7 @@ def test_reprocess_and_discard_dead_letters(runner, db):
         fetch(db, "SELECT status, reason FROM dead_letters ORDER BY id")
         == [("discarded", "bad sample rows")] * 2
     )
-    assert fetch(db, "SELECT actor FROM lineage WHERE step = 'discarded'") == [("cli",), ("cli",)]
+    assert fetch(db, "SELECT actor FROM lineage WHERE step = 'discarded'") == [(f"cli:{os_user()}",)] * 2
     assert f"dead letter {ids[0]} is discarded" in one_error_line(etl(runner, "reprocess", ids[0]))
     assert "no dead letter 999" in one_error_line(etl(runner, "reprocess", 999))
     assert "no dead letter 999" in one_error_line(etl(runner, "discard", 999))

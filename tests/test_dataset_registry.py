@@ -5,6 +5,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event, inspect, text
 
+from app.accounts.actor import Actor
 from app.datasets import registry
 from app.datasets.registry import (
     Dataset,
@@ -138,7 +139,7 @@ def test_reading_a_dataset_is_one_primary_key_select_and_gives_the_same_object(c
 
 
 def test_a_new_datasets_table_is_plain_sql_with_typed_columns_and_the_indexes_its_pages_need(conn):
-    made = create_dataset(conn, "orders", ORDERS, title=" Orders ", description="From the shop", actor="ann")
+    made = create_dataset(conn, "orders", ORDERS, title=" Orders ", description="From the shop", actor=Actor("ann"))
     assert made == get_dataset(conn, "orders")
     assert made.to_dict() == {
         "name": "orders", "title": "Orders", "description": "From the shop", "shape": plain(ORDERS), "version": 1,
@@ -244,7 +245,7 @@ def test_evolving_adds_a_column_raises_a_length_builds_an_index_and_records_the_
     new_shape = orders(customer={"max_length": 400}, items={"sortable": True},
                        add=[{"name": "note", "type": "string", "max_length": 300, "searchable": True},
                             {"name": "weight", "type": "number"}])
-    new = evolve_dataset(conn, "orders", shape=new_shape, actor="bob")
+    new = evolve_dataset(conn, "orders", shape=new_shape, actor=Actor("bob"))
     assert new == get_dataset(conn, "orders")
     assert (new.version, new.shape.to_dict(), new.title) == (2, plain(new_shape), "Orders")
     assert [c.name for c in new.payload_cols] == ["customer", "total", "items", "paid", "shipped_at", "tags", "note",
@@ -274,7 +275,7 @@ def test_evolving_adds_a_column_raises_a_length_builds_an_index_and_records_the_
     ]
     assert first["version"] == 1 and latest["at"] >= first["at"]
 
-    renamed = evolve_dataset(conn, "orders", title="Shop orders", description="All of them", actor="cy")
+    renamed = evolve_dataset(conn, "orders", title="Shop orders", description="All of them", actor=Actor("cy"))
     assert (renamed.version, renamed.title, renamed.description, renamed.shape) == (3, "Shop orders", "All of them",
                                                                                    new.shape)
     assert shape_versions(conn, "orders")[0]["changes"] == [
@@ -327,7 +328,7 @@ def test_archiving_keeps_the_table_readable_and_stops_new_runs_and_changes(conn)
     create_dataset(conn, "archive_me", {"key": "id", "version": "at", "fields": []})
     with conn.begin():
         conn.execute(text("INSERT INTO ds_archive_me (id, at, sluice_updated_at) VALUES ('a', 'x', 'y')"))
-    archived = archive_dataset(conn, "archive_me", actor="dee")
+    archived = archive_dataset(conn, "archive_me", actor=Actor("dee"))
     assert archived.archived and archived.archived_at is not None and archived.version == 2
     assert get_dataset(conn, "archive_me") == archived
     assert fetch(conn, "SELECT id FROM ds_archive_me") == [("a",)]

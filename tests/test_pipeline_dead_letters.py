@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 
+from app.accounts.actor import Actor
 from app.pipeline import DeadLetterError, Settings, discard, parse_edit, reopen, reprocess
 from app.pipeline.validate import canonical, utc_now
 
@@ -217,7 +218,7 @@ def test_a_malformed_line_can_be_retried_with_an_edit(conn, write):
 def test_discard_with_a_reason_and_reopen_are_recorded_in_lineage(conn, write):
     load(conn, write, [rec(key="a", value="abc"), rec(key="", value="abc")])
     a, b = (r.id for r in dead_letters(conn))
-    assert discard(conn, [a, b], reason="  test data  ", actor="ops") == 2
+    assert discard(conn, [a, b], reason="  test data  ", actor=Actor("ops")) == 2
     rows = dead_letters(conn)
     assert [(r.status, r.reason) for r in rows] == [("discarded", "test data"), ("discarded", "test data")]
     with pytest.raises(DeadLetterError) as refused:
@@ -226,7 +227,7 @@ def test_discard_with_a_reason_and_reopen_are_recorded_in_lineage(conn, write):
     with pytest.raises(DeadLetterError) as again:
         discard(conn, [a])
     assert again.value.code == "conflict"
-    assert reopen(conn, [a], actor="ops") == 1
+    assert reopen(conn, [a], actor=Actor("ops")) == 1
     assert one(conn, a).status == "open"
     with pytest.raises(DeadLetterError):
         reopen(conn, [a])
@@ -282,7 +283,7 @@ def test_reopening_beside_an_open_dead_letter_of_the_same_record_merges_them(con
     b = dead_letters(conn)[-1].id
     assert [(r.id, r.status, r.sightings) for r in dead_letters(conn)] == [(a, "discarded", 1), (b, "open", 2)]
 
-    assert reopen(conn, [a], actor="ops") == 1
+    assert reopen(conn, [a], actor=Actor("ops")) == 1
     rows = dead_letters(conn)
     # The older one stays open with every sighting; the other is closed, naming it, and counts none.
     assert [(r.id, r.status, r.sightings) for r in rows] == [(a, "open", 3), (b, "discarded", 0)]

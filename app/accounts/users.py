@@ -1,17 +1,18 @@
 """Users: create, find, and the session id that ends every session when the password changes."""
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from ..database import reading, write_transaction
-from ..models import User
+from ..models import ApiToken, User
 from ..pipeline.validate import now_text
 from . import audit, passwords
 from .actor import Actor
-from .roles import ROLES
+from .roles import ADMIN, ROLES, rank
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
@@ -102,28 +103,36 @@ def load_session_user(conn: Connection, session_id: str) -> UserRow | None:
 
 
 def create_user(conn: Connection, name: str, role: str, actor: Actor, *, password: str | None = None,
-                password_hash: str | None = None, action: str = "user_create") -> UserRow:
+                password_hash: str | None = None, action: str = "user_create",
+                guard: Callable[[Connection], None] | None = None) -> UserRow:
     """Create a user with a password (or an Argon2 hash of one) and audit it; AccountError when it cannot be made.
 
-    `action` is `setup` for the first administrator made through the setup link.
+    `action` is `setup` for the first administrator made through the setup link, whose `guard` refuses
+    (AccountError) inside the insert's transaction, once no other writer can add a user before it commits.
     """
     check_name(name)
     check_role(role)
     if password_hash is None:
-        try:
-            password_hash = passwords.hash_password(password)
-        except passwords.PasswordError as exc:
-            raise AccountError("invalid", str(exc)) from None
+        password_hash = _new_hash(password)
     now = now_text()
     with write_transaction(conn, apply_lock=False):
+        if guard is not None:
+            _lock_users(conn)
+            guard(conn)
         if conn.execute(select(User.id).where(User.name_key == name.lower())).first() is not None:
             raise AccountError("conflict", f"there is already a user named {name!r}")
         user_id = conn.execute(insert(User).values(
             name=name, name_key=name.lower(), role=role, password_hash=password_hash,
-            session_epoch=secrets.token_hex(8), created_at=now, created_by=actor.label,
+            session_epoch=_new_epoch(), created_at=now, created_by=actor.label,
             password_changed_at=now).returning(User.id)).scalar_one()
         audit.record(conn, action, actor, object_type="user", object_id=name, detail={"role": role}, at=now)
     return get_user(conn, user_id)
+
+
+def list_users(conn: Connection) -> list[UserRow]:
+    """Every user, disabled ones included, by name (without regard to case)."""
+    with reading(conn):
+        return [_row(row) for row in conn.execute(select(*_COLUMNS).order_by(User.name_key))]
 
 
 def authenticate(conn: Connection, name: str, password: str) -> UserRow | None:
@@ -143,9 +152,38 @@ def authenticate(conn: Connection, name: str, password: str) -> UserRow | None:
     return get_user(conn, found.id)
 
 
+def _new_hash(password: str) -> str:
+    try:
+        return passwords.hash_password(password)
+    except passwords.PasswordError as exc:
+        raise AccountError("invalid", str(exc)) from None
+
+
+def _new_epoch() -> str:
+    return secrets.token_hex(8)
+
+
+def _lock_users(conn: Connection) -> None:
+    # SQLite's write transaction already holds the only write lock; PostgreSQL's lets another insert
+    # a user meanwhile, so a check of "no user yet" would not hold until the commit without this.
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+
+
 def _active_admins(conn: Connection) -> int:
-    return conn.execute(select(func.count()).select_from(User)
-                        .where(User.role == "admin", User.disabled_at.is_(None))).scalar_one()
+    # FOR UPDATE (PostgreSQL): two administrators demoting or disabling each other at once are
+    # taken one after the other, so the second sees the first's change and at least one admin remains.
+    return len(conn.execute(select(User.id).where(User.role == ADMIN, User.disabled_at.is_(None))
+                            .with_for_update()).all())
+
+
+def _find(conn: Connection, name: str):
+    """The user named `name` (id, name, role, disabled_at) in the caller's transaction; AccountError otherwise."""
+    user = conn.execute(select(User.id, User.name, User.role, User.disabled_at)
+                        .where(User.name_key == str(name).lower()[:64])).first()
+    if user is None:
+        raise AccountError("not_found", f"there is no user named {str(name)[:64]!r}")
+    return user
 
 
 def set_disabled(conn: Connection, name: str, disabled: bool, actor: Actor) -> UserRow:
@@ -156,16 +194,71 @@ def set_disabled(conn: Connection, name: str, disabled: bool, actor: Actor) -> U
     """
     now = now_text()
     with write_transaction(conn, apply_lock=False):
-        user = conn.execute(select(User.id, User.name, User.role, User.disabled_at)
-                            .where(User.name_key == str(name).lower())).first()
-        if user is None:
-            raise AccountError("not_found", f"there is no user named {str(name)[:64]!r}")
-        if disabled and user.disabled_at is None and user.role == "admin" and _active_admins(conn) == 1:
+        user = _find(conn, name)
+        if disabled and user.disabled_at is None and user.role == ADMIN and _active_admins(conn) == 1:
             raise AccountError("conflict", "the last active administrator cannot be disabled")
         if disabled == (user.disabled_at is not None):
             return get_user(conn, user.id)  # nothing to change, nothing to audit
         conn.execute(update(User).where(User.id == user.id).values(
-            disabled_at=now if disabled else None, session_epoch=secrets.token_hex(8)))
+            disabled_at=now if disabled else None, session_epoch=_new_epoch()))
         audit.record(conn, "user_disable" if disabled else "user_enable", actor, object_type="user",
                      object_id=user.name, at=now)
+        return get_user(conn, user.id)
+
+
+def set_role(conn: Connection, name: str, role: str, actor: Actor) -> UserRow:
+    """Give a user another role, audited with {"from", "to"}; the same role changes nothing and is not audited.
+
+    The user's tokens above the new role are lowered to it (a token's role is at most its user's).
+    AccountError: invalid role, not_found, or conflict when no active administrator would remain.
+    """
+    check_role(role)
+    now = now_text()
+    with write_transaction(conn, apply_lock=False):
+        user = _find(conn, name)
+        if user.role == role:
+            return get_user(conn, user.id)
+        if user.role == ADMIN and user.disabled_at is None and _active_admins(conn) == 1:
+            raise AccountError("conflict", "the last active administrator cannot get another role")
+        conn.execute(update(User).where(User.id == user.id).values(role=role))
+        above = [r for r in ROLES if rank(r) > rank(role)]
+        conn.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.role.in_(above))
+                     .values(role=role))
+        audit.record(conn, "user_set_role", actor, object_type="user", object_id=user.name,
+                     detail={"from": user.role, "to": role}, at=now)
+        return get_user(conn, user.id)
+
+
+def change_password(conn: Connection, user_id: int, current: str, new: str, actor: Actor) -> UserRow:
+    """Change one's own password, given the current one; every session ends; audited (password_change).
+
+    Returns the user with their new session id, for the caller to sign its own session in again.
+    AccountError: not_found, or invalid when the current password is wrong or the new one is refused.
+    """
+    with reading(conn):
+        found = conn.execute(select(User.name, User.password_hash).where(User.id == user_id)).first()
+    if found is None:
+        raise AccountError("not_found", f"there is no user {user_id}")
+    if not passwords.verify(found.password_hash, current):
+        raise AccountError("invalid", "the current password is wrong")
+    return _replace_password(conn, found.name, new, actor, detail="")
+
+
+def set_password(conn: Connection, name: str, new: str, actor: Actor) -> UserRow:
+    """Reset a user's password (an administrator's, from the command line); every session ends; audited.
+
+    AccountError: not_found, or invalid when the new password is refused.
+    """
+    return _replace_password(conn, name, new, actor, detail={"by": "reset"})
+
+
+def _replace_password(conn: Connection, name: str, new: str, actor: Actor, *, detail) -> UserRow:
+    password_hash = _new_hash(new)  # before the write lock: hashing takes a while on purpose
+    now = now_text()
+    with write_transaction(conn, apply_lock=False):
+        user = _find(conn, name)
+        conn.execute(update(User).where(User.id == user.id).values(
+            password_hash=password_hash, password_changed_at=now, session_epoch=_new_epoch()))
+        audit.record(conn, "password_change", actor, object_type="user", object_id=user.name, detail=detail,
+                     at=now)
         return get_user(conn, user.id)

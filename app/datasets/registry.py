@@ -12,6 +12,8 @@ from functools import cached_property, lru_cache
 from sqlalchemy import Column, Table, bindparam, insert, inspect, select, update
 from sqlalchemy.engine import Connection
 
+from ..accounts import audit
+from ..accounts.actor import Actor
 from ..database import reading, write_transaction
 from ..models import Dataset as DatasetRow
 from ..models import DatasetVersion, Watermark
@@ -200,11 +202,19 @@ def _text(value, what: str) -> str:
 
 
 def _insert_version(conn: Connection, name: str, version: int, shape: Shape, changes: list[str], at: str,
-                    actor: str | None) -> None:
+                    actor: Actor | None, action: str) -> None:
+    """The dataset's new version row and (given an actor) the audit entry of the change that made it."""
     conn.execute(insert(DatasetVersion).values(
         dataset=name, version=version, shape=_json(shape), changes=json.dumps(changes, ensure_ascii=False),
-        at=at, actor=actor,
+        at=at, actor=_label(actor),
     ))
+    if actor is not None:
+        audit.record(conn, action, actor, object_type="dataset", object_id=name, dataset=name, at=at,
+                     detail={"version": version, "changes": changes})
+
+
+def _label(actor: Actor | None) -> str | None:
+    return actor.label if actor is not None else None
 
 
 def _json(shape: Shape) -> str:
@@ -212,8 +222,8 @@ def _json(shape: Shape) -> str:
 
 
 def create_dataset(conn: Connection, name: str, shape: "Shape | dict", *, title: str = "", description: str = "",
-                   actor: str | None = None) -> Dataset:
-    """Create a dataset and its empty target table in one transaction; DatasetError when refused."""
+                   actor: Actor | None = None) -> Dataset:
+    """Create a dataset and its empty table in one transaction (audited given `actor`); DatasetError when refused."""
     if not isinstance(name, str) or not re.fullmatch(NAME_RE, name):
         raise DatasetError("invalid", f"{name!r} is not a valid dataset name ({_NAME_RULE})")
     if name in ROUTE_WORDS:
@@ -236,17 +246,20 @@ def create_dataset(conn: Connection, name: str, shape: "Shape | dict", *, title:
         now = now_text()
         conn.execute(insert(DatasetRow).values(
             name=name, title=title, description=description, shape=_json(parsed), version=1,
-            table_name=table_name, watermark=watermark, created_at=now, created_by=actor,
+            table_name=table_name, watermark=watermark, created_at=now, created_by=_label(actor),
         ))
         dataset = _get(conn, name)
         tables.create_table(conn, dataset)
-        _insert_version(conn, name, 1, parsed, ["created"], now, actor)
+        _insert_version(conn, name, 1, parsed, ["created"], now, actor, "dataset_create")
     return dataset
 
 
 def evolve_dataset(conn: Connection, name: str, *, shape: "Shape | dict | None" = None, title: str | None = None,
-                   description: str | None = None, actor: str | None = None) -> Dataset:
-    """Apply allowed changes (shape, title, description) as a new version; DatasetError when refused."""
+                   description: str | None = None, actor: Actor | None = None) -> Dataset:
+    """Apply allowed changes (shape, title, description) as a new version, audited given `actor`.
+
+    Raises DatasetError when refused.
+    """
     new_shape = _shape(shape) if shape is not None else None
     with write_transaction(conn):
         old = _get(conn, name)
@@ -282,12 +295,12 @@ def evolve_dataset(conn: Connection, name: str, *, shape: "Shape | dict | None" 
                      .values(shape=_json(new_shape), version=version, **values))
         new = _get(conn, name)
         tables.evolve_table(conn, old, new)
-        _insert_version(conn, name, version, new_shape, changes, now_text(), actor)
+        _insert_version(conn, name, version, new_shape, changes, now_text(), actor, "dataset_evolve")
     return new
 
 
-def archive_dataset(conn: Connection, name: str, *, actor: str | None = None) -> Dataset:
-    """Archive a dataset: it takes no new runs, and its table and history stay readable."""
+def archive_dataset(conn: Connection, name: str, *, actor: Actor | None = None) -> Dataset:
+    """Archive a dataset: it takes no new runs, and its table and history stay readable (audited given `actor`)."""
     with write_transaction(conn):
         old = _get(conn, name)
         if old is None:
@@ -300,7 +313,7 @@ def archive_dataset(conn: Connection, name: str, *, actor: str | None = None) ->
         now = now_text()
         version = old.version + 1
         conn.execute(update(DatasetRow).where(DatasetRow.name == name)
-                     .values(version=version, archived_at=now, archived_by=actor))
+                     .values(version=version, archived_at=now, archived_by=_label(actor)))
         dataset = _get(conn, name)
-        _insert_version(conn, name, version, old.shape, ["archived"], now, actor)
+        _insert_version(conn, name, version, old.shape, ["archived"], now, actor, "dataset_archive")
     return dataset

@@ -7,6 +7,8 @@ reopen only joins dead letters of one dataset.
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
+from ..accounts import audit
+from ..accounts.actor import Actor
 from ..database import write_transaction
 from ..models import DeadLetter, Lineage
 from .extract import MALFORMED, Item, Unreadable
@@ -15,6 +17,7 @@ from .run import Options, Settings, Supervisor, create_run, execute_run
 from .validate import now_text
 
 _CHUNK = 500
+AUDIT_IDS = 200  # a bulk action's audit entry lists this many of its dead letters' ids
 
 
 class DeadLetterError(ValueError):
@@ -55,12 +58,21 @@ def _record_of(row) -> tuple[object, str | None]:
         return MALFORMED, text
 
 
+def _audited(ids: list[int], **detail) -> dict:
+    """The object and detail of an audit entry about dead letters: one by its id, several summarised (ACCOUNTS.md)."""
+    if len(ids) == 1:
+        return {"object_type": "dead_letter", "object_id": ids[0], "detail": detail}
+    return {"object_type": "dead_letters", "object_id": f"{len(ids)} dead letters",
+            "detail": {"ids": ids[:AUDIT_IDS], "count": len(ids), **detail}}
+
+
 def reprocess(conn: Connection, ids: list[int], *, edited=None, settings: Settings | None = None,
-              worker: str | None = None, supervise: Supervisor | None = None) -> dict:
+              worker: str | None = None, supervise: Supervisor | None = None, actor: Actor | None = None) -> dict:
     """Retry open dead letters of one dataset as one `reprocess` run; `edited` replaces the record of a single one.
 
     The run belongs to the dead letters' dataset, ignores the watermark and keeps the stale rule.
-    Returns the run's summary; raises DeadLetterError for a selection of several datasets and
+    `actor` is who asks (the run's created_by, the dead letters' updated_by, an audit entry with the
+    run). Returns the run's summary; raises DeadLetterError for a selection of several datasets and
     registry.DatasetError when the dataset is archived.
     """
     ids = list(dict.fromkeys(int(i) for i in ids))
@@ -86,14 +98,20 @@ def reprocess(conn: Connection, ids: list[int], *, edited=None, settings: Settin
         record, text = (edited, None) if edited is not None else _record_of(rows[dl_id])
         items.append(Item(pos, None, record, text))
         dl_ids[pos] = dl_id
+    edit = {"edited": True} if edited is not None else {}
+
+    def audit_of(run_id: int) -> dict:
+        return audit.entry("reprocess", actor, dataset=datasets[0], **_audited(ids, run=run_id, **edit))
+
     run_id = create_run(conn, kind="reprocess", options=Options(ignore_watermark=True),
                         source_name=f"dead letter {ids[0]}" if len(ids) == 1 else f"{len(ids)} dead letters",
-                        dead_letter_id=ids[0] if len(ids) == 1 else None, worker=worker, dataset=datasets[0])
+                        dead_letter_id=ids[0] if len(ids) == 1 else None, worker=worker, dataset=datasets[0],
+                        actor=actor, audit_of=audit_of if actor is not None else None)
     return execute_run(conn, run_id, lambda: iter(items), settings=settings, dl_ids=dl_ids, supervise=supervise)
 
 
 def _change_status(conn: Connection, ids: list[int], *, frm: str, to: str, step: str, detail: str,
-                   actor: str | None, reason: str | None, then=None) -> int:
+                   actor: Actor | None, action: str, reason: str | None, then=None) -> int:
     ids = list(dict.fromkeys(int(i) for i in ids))
     if not ids:
         raise DeadLetterError("no dead letters selected", "invalid")
@@ -107,16 +125,22 @@ def _change_status(conn: Connection, ids: list[int], *, frm: str, to: str, step:
         wrong = [r for r in rows if r.status != frm]
         if wrong:
             raise DeadLetterError(f"dead letter {wrong[0].id} is {wrong[0].status}; only {frm} ones can be {to}")
-        values = {"status": to, "updated_at": now}
+        label = actor.label if actor else None
+        values = {"status": to, "updated_at": now, "updated_by": label}
         if to == "discarded":
             values["reason"] = reason
         for i in range(0, len(ids), _CHUNK):
             conn.execute(update(DeadLetter).where(DeadLetter.id.in_(ids[i:i + _CHUNK])).values(**values))
         conn.execute(insert(Lineage), [
             {"dataset": r.dataset, "run_id": None, "pos": r.pos, "line": r.line, "key": r.key or "",
-             "step": step, "at": now, "detail": detail, "dead_letter_id": r.id, "actor": actor} for r in rows])
+             "step": step, "at": now, "detail": detail, "dead_letter_id": r.id, "actor": label} for r in rows])
         if then is not None:
-            then(conn, rows, now, actor)
+            then(conn, rows, now, label)
+        if actor is not None:
+            datasets = sorted({r.dataset for r in rows})
+            extra = {"reason": reason} if to == "discarded" else {}
+            audit.record(conn, action, actor, dataset=datasets[0] if len(datasets) == 1 else None, at=now,
+                         **_audited(ids, **extra))
     return len(rows)
 
 
@@ -140,7 +164,8 @@ def _merge_same_records(conn: Connection, rows: list, now: str, actor: str | Non
             sightings=oldest.sightings + sum(r.sightings for r in others),
             last_run_id=max(last_runs) if last_runs else None, updated_at=now))
         conn.execute(update(DeadLetter).where(DeadLetter.id.in_([r.id for r in others])).values(
-            status="discarded", sightings=0, reason=f"merged into dead letter {oldest.id}", updated_at=now))
+            status="discarded", sightings=0, reason=f"merged into dead letter {oldest.id}", updated_at=now,
+            updated_by=actor))
         merged += [(r, oldest.id) for r in others]
     if merged:
         conn.execute(insert(Lineage), [
@@ -150,17 +175,21 @@ def _merge_same_records(conn: Connection, rows: list, now: str, actor: str | Non
              "dead_letter_id": r.id, "actor": actor} for r, into in merged])
 
 
-def discard(conn: Connection, ids: list[int], *, reason: str | None = None, actor: str | None = None) -> int:
-    """Discard open dead letters with an optional reason; return how many."""
+def discard(conn: Connection, ids: list[int], *, reason: str | None = None, actor: Actor | None = None) -> int:
+    """Discard open dead letters with an optional reason; return how many (audited when `actor` is given)."""
     reason = (reason or "").strip() or None
     return _change_status(conn, ids, frm="open", to="discarded", step="discarded",
-                          detail=f"discarded: {reason}" if reason else "discarded", actor=actor, reason=reason)
+                          detail=f"discarded: {reason}" if reason else "discarded", actor=actor,
+                          action="discard", reason=reason)
 
 
-def reopen(conn: Connection, ids: list[int], *, actor: str | None = None) -> int:
-    """Reopen discarded dead letters (merged with an open one of the same record and error); return how many."""
+def reopen(conn: Connection, ids: list[int], *, actor: Actor | None = None) -> int:
+    """Reopen discarded dead letters (merged with an open one of the same record and error); return how many.
+
+    Audited when `actor` is given.
+    """
     return _change_status(conn, ids, frm="discarded", to="open", step="reopened", detail="reopened",
-                          actor=actor, reason=None, then=_merge_same_records)
+                          actor=actor, action="reopen", reason=None, then=_merge_same_records)
 
 
 __all__ = ["DeadLetterError", "discard", "parse_edit", "reopen", "reprocess"]

@@ -146,13 +146,21 @@ def texts(shape) -> dict:
 _DS = "CAST(:ds AS VARCHAR(40))"
 _LINEAGE = ("INSERT INTO lineage (dataset, run_id, pos, line, key, step, at, detail, dead_letter_id) "
             f"SELECT {_DS}, :run, ")
+# Lineage with who: the `reprocessed` entries of a retry. :actor is typed too (it may be NULL).
+_ACTOR = "CAST(:actor AS VARCHAR(128))"
+_LINEAGE_BY = ("INSERT INTO lineage (dataset, run_id, pos, line, key, step, at, detail, dead_letter_id, actor) "
+               f"SELECT {_DS}, :run, ")
 
 
 def apply(staging: Staging, *, run_id: int, now: str, watermark: str | None, retry: bool,
-          counts: LoadCounts) -> None:
-    """Write the classified run into its dataset's table, dead letters and lineage (inside the write lock)."""
+          counts: LoadCounts, actor: str | None = None) -> None:
+    """Write the classified run into its dataset's table, dead letters and lineage (inside the write lock).
+
+    `actor` (a label) is who asked for a retry of dead letters: their `updated_by` and `reprocessed` entries.
+    """
     conn, ds = staging.conn, staging.dataset
-    params = {"run": run_id, "now": now, "wm": watermark or "", "ds": ds.name, **texts(ds.shape)}
+    params = {"run": run_id, "now": now, "wm": watermark or "", "ds": ds.name, "actor": actor,
+              **texts(ds.shape)}
 
     def sql(statement: str) -> int:
         return conn.exec_driver_sql(_params(conn, statement, params), params).rowcount
@@ -209,15 +217,15 @@ def _new_dead_letters(sql) -> int:
 def _retried_dead_letters(sql) -> int:
     """Update retried dead letters (a pass resolves with the outcome, a failure keeps them open)."""
     sql("UPDATE dead_letters SET error = r.error, detail = r.detail, last_raw = r.raw, "
-        "attempts = attempts + 1, last_run_id = :run, updated_at = :now "
+        f"attempts = attempts + 1, last_run_id = :run, updated_at = :now, updated_by = {_ACTOR} "
         "FROM sluice_reject r JOIN sluice_retry t ON t.pos = r.pos WHERE t.dl_id = dead_letters.id")
     sql("UPDATE dead_letters SET status = 'resolved', outcome = COALESCE(o.outcome, 'superseded'), "
         "resolved_run_id = :run, attempts = attempts + 1, last_run_id = :run, updated_at = :now, "
-        "last_raw = t.raw "
+        f"last_raw = t.raw, updated_by = {_ACTOR} "
         "FROM sluice_retry t JOIN sluice_stage s ON s.pos = t.pos LEFT JOIN sluice_out o ON o.pos = t.pos "
         "WHERE t.dl_id = dead_letters.id")
-    return sql(_LINEAGE + "t.pos, NULL, COALESCE(s.key, r.key, ''), 'reprocessed', :now, "
-               "'retry of dead letter ' || CAST(t.dl_id AS TEXT), t.dl_id FROM sluice_retry t "
+    return sql(_LINEAGE_BY + "t.pos, NULL, COALESCE(s.key, r.key, ''), 'reprocessed', :now, "
+               f"'retry of dead letter ' || CAST(t.dl_id AS TEXT), t.dl_id, {_ACTOR} FROM sluice_retry t "
                "LEFT JOIN sluice_stage s ON s.pos = t.pos LEFT JOIN sluice_reject r ON r.pos = t.pos "
                "ORDER BY t.pos")
 

@@ -12,9 +12,11 @@ from types import SimpleNamespace
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from ..accounts import audit
+from ..accounts.actor import Actor
 from ..database import write_transaction
 from ..intake import intake_for
-from ..models import DeadLetter, Run
+from ..models import AuditEntry, DeadLetter, Run
 from . import load, stage, watermark
 from .extract import MAX_RECORD_BYTES, InputError, Item, Reader
 from .validate import canonical, now_text, utc_now
@@ -83,6 +85,24 @@ Progress = Callable[[str, int, int], None]
 # run service passes one for `cli` and `reprocess` runs, so that they get the same progress reporter
 # and cancel watcher as queued runs.
 Supervisor = Callable[[int, Callable[[Progress], dict]], dict]
+# The audit entry (`audit.entry(...)`) of the action that records a run, made once the run has its id.
+AuditOf = Callable[[int], dict]
+
+
+def upload_audit(actor: Actor | None, *, dataset: str, source_name: str | None,
+                 source_size: int | None) -> AuditOf | None:
+    """The audit entry of an upload (or a `cli` run) of a file, for `create_run`; None without an actor."""
+    if actor is None:
+        return None
+    return lambda run_id: audit.entry("upload", actor, object_type="run", object_id=run_id, dataset=dataset,
+                                      detail={"file": source_name, "size": source_size})
+
+
+def record_audit(conn: Connection, *entries: dict | None) -> None:
+    """Write audit entries made earlier with `audit.entry` (None: none) in the caller's transaction."""
+    rows = [e for e in entries if e is not None]
+    if rows:
+        conn.execute(insert(AuditEntry), rows)
 
 
 def writable_dataset(conn: Connection, dataset="events"):
@@ -106,10 +126,12 @@ def _dataset_name(dataset) -> str:
 def create_run(conn: Connection, *, kind: str, options: Options | None = None, source_name: str | None = None,
                source_size: int | None = None, source_sha256: str | None = None, file_path: str | None = None,
                retry_of_id: int | None = None, dead_letter_id: int | None = None, worker: str | None = None,
-               run_id: int | None = None, dataset="events") -> int:
+               run_id: int | None = None, dataset="events", actor: Actor | None = None,
+               audit_of: AuditOf | None = None) -> int:
     """Record a queued run of `dataset`; return its id. With `worker`, that process claims the run at once.
 
-    Raises registry.DatasetError when the dataset does not exist or is archived.
+    `actor` is who asked for it (its `created_by`); `audit_of(run_id)` gives the audit entry written
+    with the run's row. Raises registry.DatasetError when the dataset does not exist or is archived.
     """
     from ..datasets.registry import ensure_writable, get_dataset
 
@@ -127,14 +149,17 @@ def create_run(conn: Connection, *, kind: str, options: Options | None = None, s
         if source_sha256:
             same = conn.execute(select(func.min(Run.id)).where(Run.source_sha256 == source_sha256)).scalar()
         claimed = {"status": "running", "worker": worker, "heartbeat_at": now_text()} if worker else {}
-        return conn.execute(insert(Run).values(
+        new_id = conn.execute(insert(Run).values(
             kind=kind, dataset=name, status=claimed.pop("status", "queued"),
             options=(options or Options()).to_json(),
             source_name=source_name, source_size=source_size, source_sha256=source_sha256,
             file_path=file_path, retry_of_id=retry_of_id, same_file_run_id=same,
-            dead_letter_id=dead_letter_id, queued_at=now_text(),
+            dead_letter_id=dead_letter_id, queued_at=now_text(), created_by=actor.label if actor else None,
             **claimed, **run_id,
         ).returning(Run.id)).scalar_one()
+        if audit_of is not None:
+            record_audit(conn, audit_of(new_id))
+        return new_id
 
 
 def _set(conn: Connection, run_id: int, *where, **values) -> int:
@@ -342,8 +367,9 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
             for name, n in outcomes.items():
                 setattr(loaded, name, n)
             now = now_text()
+            # A reprocess's dead letters and `reprocessed` entries name who asked for it (the run's created_by).
             load.apply(staging, run_id=run_id, now=now, watermark=wm_before, retry=dl_ids is not None,
-                       counts=loaded)
+                       counts=loaded, actor=run.created_by)
             wm_after = watermark.advance(conn, wm_before, run_id, dataset)
             result.update(asdict(loaded), watermark_before=wm_before, watermark_after=wm_after)
             report("committing", counts.input_records, 0)
@@ -407,11 +433,12 @@ def summary_of(run) -> dict:
 
 def run_file(conn: Connection, path: str | Path, *, kind: str = "cli", options: Options | None = None,
              settings: Settings | None = None, progress: Progress | None = None, worker: str | None = None,
-             supervise: Supervisor | None = None, dataset="events") -> dict:
+             supervise: Supervisor | None = None, dataset="events", actor: Actor | None = None) -> dict:
     """Create a run of `dataset` for a file and execute it at once; return its summary or raise RunFailed.
 
-    `worker` names the executing process (see `app.runs`), so that its death is noticed. Raises
-    registry.DatasetError (nothing recorded) when the dataset does not exist or is archived.
+    `worker` names the executing process (see `app.runs`), so that its death is noticed; `actor`, who
+    runs it (audited as an `upload`). Raises registry.DatasetError (nothing recorded) when the dataset
+    does not exist or is archived.
     """
     import hashlib
 
@@ -420,21 +447,27 @@ def run_file(conn: Connection, path: str | Path, *, kind: str = "cli", options: 
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    run_id = create_run(conn, kind=kind, options=options, source_name=path.name, source_size=path.stat().st_size,
+    size = path.stat().st_size
+    run_id = create_run(conn, kind=kind, options=options, source_name=path.name, source_size=size,
                         source_sha256=digest.hexdigest(), file_path=str(path.resolve()), worker=worker,
-                        dataset=dataset)
+                        dataset=dataset, actor=actor,
+                        audit_of=upload_audit(actor, dataset=_dataset_name(dataset), source_name=path.name,
+                                              source_size=size))
     return execute_run(conn, run_id, settings=settings, progress=progress, supervise=supervise)
 
 
 __all__ = [
     "MAX_RECORD_BYTES",
+    "AuditOf",
     "Options",
     "RunCancelled",
     "RunFailed",
     "Settings",
     "create_run",
     "execute_run",
+    "record_audit",
     "run_file",
     "summary_of",
+    "upload_audit",
     "writable_dataset",
 ]

@@ -6,6 +6,8 @@ by the dataset (`events_ts` for events).
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from ..accounts import audit
+from ..accounts.actor import Actor
 from ..database import write_transaction
 from ..models import Watermark, WatermarkHistory
 from .validate import canonical, now_text, parse_ts, utc_now
@@ -73,20 +75,27 @@ def preview(conn: Connection, value: str | None, dataset=None) -> int:
     return conn.execute(query).scalar()
 
 
-def set_value(conn: Connection, value: str, *, via: str, actor: str | None = None, dataset=None) -> str:
+def _change(conn: Connection, ds, new: str | None, via: str, actor: Actor | None, action: str) -> None:
+    """An operator's change of the watermark, with its history entry and (given an actor) its audit entry."""
+    old = current(conn, ds.watermark)
+    _write(conn, ds, old, new, via, actor=actor.label if actor else None)
+    if actor is not None:
+        audit.record(conn, action, actor, object_type="watermark", object_id=ds.watermark, dataset=ds.name,
+                     detail={"from": old, "to": new})
+
+
+def set_value(conn: Connection, value: str, *, via: str, actor: Actor | None = None, dataset=None) -> str:
     """Set the dataset's watermark to an operator's value (any direction); return its canonical text."""
     new = check_value(value)
     with write_transaction(conn):
-        ds = _dataset(conn, dataset)
-        _write(conn, ds, current(conn, ds.watermark), new, via, actor=actor)
+        _change(conn, _dataset(conn, dataset), new, via, actor, "watermark_set")
     return new
 
 
-def reset(conn: Connection, *, via: str, actor: str | None = None, dataset=None) -> None:
+def reset(conn: Connection, *, via: str, actor: Actor | None = None, dataset=None) -> None:
     """Remove the dataset's watermark: the next run processes everything, the stale rule protects newer data."""
     with write_transaction(conn):
-        ds = _dataset(conn, dataset)
-        _write(conn, ds, current(conn, ds.watermark), None, via, actor=actor)
+        _change(conn, _dataset(conn, dataset), None, via, actor, "watermark_reset")
 
 
 def history(conn: Connection, dataset=None, limit: int = 100) -> list[dict]:

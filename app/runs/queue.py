@@ -9,11 +9,13 @@ from types import SimpleNamespace
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from ..accounts import audit
+from ..accounts.actor import Actor
 from ..database import brief_lock_wait, write_transaction
-from ..intake import intake_for
+from ..intake import intake_for, pending_audit
 from ..models import Run
 from ..pipeline import Options, create_run
-from ..pipeline.run import writable_dataset
+from ..pipeline.run import AuditOf, record_audit, writable_dataset
 from ..pipeline.validate import now_text
 from .errors import RunNotFound, RunStateError
 
@@ -23,7 +25,7 @@ QUEUE_KINDS = ("upload", "api", "retry")
 # enough for the brief writes (a claim, a heartbeat), far shorter than an apply.
 INTAKE_AFTER_MS = 200
 _MOVED = ("id", "kind", "dataset", "options", "source_name", "source_size", "source_sha256", "file_path", "retry_of_id",
-          "same_file_run_id", "queued_at")
+          "same_file_run_id", "queued_at", "created_by")
 
 
 class RunQueue:
@@ -37,9 +39,11 @@ class RunQueue:
         """The SQLite intake beside the database (opened at first use), or None on PostgreSQL."""
         return intake_for(self.engine)
 
-    def record(self, **values) -> int:
+    def record(self, *, actor: Actor | None = None, audit_of: AuditOf | None = None, **values) -> int:
         """Record a queued run (kind, dataset, options, source_*, file_path, retry_of_id); return its id.
 
+        `actor` is who asked (created_by); `audit_of(run_id)`, the audit entry written with the run's
+        row, in `runs` or, on SQLite, when the run moves from the intake into `runs`.
         Never waits for another run's apply: PostgreSQL lets the insert through; on SQLite, while
         the write lock stays held, the run is recorded in the intake instead. Raises
         registry.DatasetError when the dataset does not exist or is archived.
@@ -47,16 +51,17 @@ class RunQueue:
         intake = self.intake
         if intake is None:
             with self.engine.connect() as conn:
-                return create_run(conn, **values)
+                return create_run(conn, actor=actor, audit_of=audit_of, **values)
         with self.engine.connect() as conn:  # a read: checked here too, as the intake cannot
             values["dataset"] = writable_dataset(conn, values.get("dataset")).name
 
         def insert_into_runs(run_id: int) -> None:
             with self.engine.connect() as conn, brief_lock_wait(conn, INTAKE_AFTER_MS):
-                create_run(conn, run_id=run_id, **values)
+                create_run(conn, run_id=run_id, actor=actor, audit_of=audit_of, **values)
 
         options = values.get("options") or Options()
-        return intake.submit(insert_into_runs, **{**values, "options": options.to_json()})
+        return intake.submit(insert_into_runs, audit_of, **{**values, "options": options.to_json(),
+                                                            "created_by": actor.label if actor else None})
 
     def find(self, run_id: int):
         """A run's row (from `runs`, or from the intake while it waits there); raise RunNotFound."""
@@ -69,9 +74,19 @@ class RunQueue:
             raise RunNotFound(f"there is no run {run_id}")
         return run
 
-    def cancel(self, run_id: int) -> str:
-        """Cancel a queued run at once, or ask a running one to stop; return the run's status after."""
-        if self.intake is not None and self.intake.cancel(run_id):
+    def cancel(self, run_id: int, actor: Actor | None = None) -> str:
+        """Cancel a queued run at once, or ask a running one to stop; return the run's status after.
+
+        `actor` is who cancels: the run's cancelled_by, and an audit entry written with the cancel.
+        """
+        label = actor.label if actor else None
+        dataset = self.find(run_id).dataset if actor is not None else None  # RunNotFound for no run
+
+        def entry(was: str) -> dict | None:
+            return audit.entry("run_cancel", actor, object_type="run", object_id=run_id, dataset=dataset,
+                               detail={"was": was}) if actor is not None else None
+
+        if self.intake is not None and self.intake.cancel(run_id, label, entry("queued")):
             return "cancelled"
         # Conditional updates: no need to wait for another run's apply on PostgreSQL. On SQLite this
         # waits for the write lock, which a claim moving the run out of the intake holds briefly.
@@ -79,13 +94,15 @@ class RunQueue:
             status = self._status(conn, run_id)
             if status == "queued":
                 done = conn.execute(update(Run).where(Run.id == run_id, Run.status == "queued").values(
-                    status="cancelled", error="cancelled by request", finished_at=now_text()))
+                    status="cancelled", error="cancelled by request", finished_at=now_text(), cancelled_by=label))
                 if done.rowcount == 1:
+                    record_audit(conn, entry("queued"))
                     return "cancelled"
                 status = self._status(conn, run_id)  # claimed meanwhile: then it is running
             if status == "running":
                 conn.execute(update(Run).where(Run.id == run_id, Run.status == "running")
-                             .values(cancel_requested=True))
+                             .values(cancel_requested=True, cancelled_by=label))
+                record_audit(conn, entry("running"))
                 return "running"
         raise RunStateError(f"run {run_id} is {status}: only a queued or running run can be cancelled")
 
@@ -138,6 +155,7 @@ class RunQueue:
             try:
                 conn.execute(insert(Run).values(**{k: row[k] for k in _MOVED}, status="running", worker=worker,
                                                 heartbeat_at=now, started_at=now))
+                record_audit(conn, *pending_audit(row))  # the upload's entry, with the move
             except BaseException:
                 self.intake.release(waiting)
                 raise
@@ -159,7 +177,9 @@ class RunQueue:
         for row in rows:
             if row["id"] not in there:
                 conn.execute(insert(Run).values(**{k: row[k] for k in _MOVED}, status="cancelled",
-                                                error=row["error"], finished_at=row["finished_at"]))
+                                                error=row["error"], finished_at=row["finished_at"],
+                                                cancelled_by=row["cancelled_by"]))
+                record_audit(conn, *pending_audit(row))  # its upload's and its cancel's entries
         return [r["id"] for r in rows]
 
     def _intake_has_work(self) -> bool:

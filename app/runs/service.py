@@ -14,11 +14,13 @@ from typing import BinaryIO
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from ..accounts import audit
+from ..accounts.actor import Actor
 from ..config import pipeline_settings
 from ..models import Run
 from ..pipeline import Options, RunFailed, Settings, execute_run, run_file
 from ..pipeline import reprocess as reprocess_dead_letters
-from ..pipeline.run import writable_dataset
+from ..pipeline.run import upload_audit, writable_dataset
 from .errors import RunStateError
 from .executor import PROGRESS_INTERVAL, Body, Execution, Executor, ThreadExecutor
 from .housekeeping import housekeep
@@ -61,10 +63,11 @@ class RunService:
     # -- what the web app, the API and the CLI use ----------------------------------------------
 
     def submit(self, stream: BinaryIO, filename: str | None, *, kind: str = "upload",
-               options: Options | None = None, dataset="events") -> int:
+               options: Options | None = None, dataset="events", actor: Actor | None = None) -> int:
         """Store an upload by its SHA-256 and record a queued run of `dataset`; raise TooLarge or InputError at once.
 
-        Raises registry.DatasetError, before storing anything, when the dataset is unknown or archived.
+        `actor` is who uploads (created_by, and the `upload` audit entry). Raises registry.DatasetError,
+        before storing anything, when the dataset is unknown or archived.
         """
         if kind not in QUEUE_KINDS:
             raise ValueError(f"runs of kind {kind!r} are not executed by the queue")
@@ -73,48 +76,59 @@ class RunService:
         stored = self.store.put(stream)
         try:
             return self._record(kind=kind, options=options, source_name=filename, source_size=stored.size,
-                                source_sha256=stored.sha256, file_path=str(stored.path), dataset=dataset)
+                                source_sha256=stored.sha256, file_path=str(stored.path), dataset=dataset,
+                                actor=actor, audit_of=upload_audit(actor, dataset=dataset, source_name=filename,
+                                                                   source_size=stored.size))
         except BaseException:
             self.store.discard(stored)  # no run refers to it: do not leave it behind
             raise
 
-    def cancel(self, run_id: int) -> str:
-        """Cancel a queued run at once, or ask a running one to stop; return the run's status after."""
-        return self.queue.cancel(run_id)
+    def cancel(self, run_id: int, actor: Actor | None = None) -> str:
+        """Cancel a queued run at once, or ask a running one to stop (by `actor`); return the run's status after."""
+        return self.queue.cancel(run_id, actor)
 
-    def retry(self, run_id: int) -> int:
-        """Queue a new run (kind `retry`) of a failed or cancelled run's stored file; return its id."""
+    def retry(self, run_id: int, actor: Actor | None = None) -> int:
+        """Queue a new run (kind `retry`, by `actor`) of a failed or cancelled run's stored file; return its id."""
         run = self.queue.find(run_id)
         if run.status not in ("failed", "cancelled"):
             raise RunStateError(f"run {run_id} is {run.status}: only a failed or cancelled run can be retried")
         if not self.file_available(run):
             raise RunStateError(f"the file of run {run_id} is no longer stored; upload it again")
+
+        def audit_of(new_id: int) -> dict:
+            return audit.entry("run_retry", actor, object_type="run", object_id=run.id, dataset=run.dataset,
+                               detail={"new_run": new_id})
+
         return self._record(kind="retry", options=Options.from_json(run.options), source_name=run.source_name,
                             source_size=run.source_size, source_sha256=run.source_sha256,
-                            file_path=run.file_path, retry_of_id=run.id, dataset=run.dataset)
+                            file_path=run.file_path, retry_of_id=run.id, dataset=run.dataset,
+                            actor=actor, audit_of=audit_of if actor is not None else None)
 
     def progress(self, run_id: int) -> dict | None:
         """The live progress of a running run (phase, records, bytes_read, file_size), or None."""
         return self.execution.progress(run_id)
 
-    def run_file(self, path: str | Path, *, options: Options | None = None, dataset="events") -> dict:
+    def run_file(self, path: str | Path, *, options: Options | None = None, dataset="events",
+                 actor: Actor | None = None) -> dict:
         """Execute a `cli` run of a local file into `dataset` now, claimed by this process; return its summary.
 
-        Raises RunFailed when the run failed, registry.DatasetError when the dataset is unknown or archived.
+        `actor` is who runs it (audited as an `upload`). Raises RunFailed when the run failed,
+        registry.DatasetError when the dataset is unknown or archived.
         """
         with self.engine.connect() as conn:
             return run_file(conn, path, kind="cli", options=options, settings=self.settings,
-                            worker=self.worker_id(), supervise=self._supervise, dataset=dataset)
+                            worker=self.worker_id(), supervise=self._supervise, dataset=dataset, actor=actor)
 
-    def reprocess(self, ids: list[int], *, edited=None) -> dict:
+    def reprocess(self, ids: list[int], *, edited=None, actor: Actor | None = None) -> dict:
         """Retry open dead letters of one dataset now as one `reprocess` run of this process; return its summary.
 
-        The run belongs to the dead letters' dataset. Raises DeadLetterError when the selection cannot
-        be retried, RunFailed when the run failed, registry.DatasetError when the dataset is archived.
+        The run belongs to the dead letters' dataset; `actor` is who asks (audited). Raises DeadLetterError
+        when the selection cannot be retried, RunFailed when the run failed, registry.DatasetError when
+        the dataset is archived.
         """
         with self.engine.connect() as conn:
             return reprocess_dead_letters(conn, ids, edited=edited, settings=self.settings,
-                                          worker=self.worker_id(), supervise=self._supervise)
+                                          worker=self.worker_id(), supervise=self._supervise, actor=actor)
 
     @staticmethod
     def file_available(run) -> bool:

@@ -74,6 +74,7 @@ def init_app(app: Flask) -> None:
     """Register every blueprint of the dashboard, its error pages and its security checks and headers."""
     from . import (
         account,
+        audit,
         auth,
         datasets,
         dead_letters,
@@ -92,7 +93,7 @@ def init_app(app: Flask) -> None:
     # Before any route is added: rules pick their converter when they are registered.
     app.url_map.converters["int"] = IdConverter
     security.init_app(app)
-    for module in (home, upload, runs, target, dead_letters, lineage, watermarks, datasets, health, account):
+    for module in (home, upload, runs, target, dead_letters, lineage, watermarks, datasets, health, account, audit):
         app.register_blueprint(module.bp)
     from . import api
     api.init_app(app)

@@ -43,7 +43,8 @@ class Principal(UserMixin):
     def __init__(self, user: UserRow, token: TokenRow | None = None):
         self.user, self.token = user, token
         self.id, self.name = user.id, user.name
-        self.role = token.role if token is not None else user.role
+        # A token acts with its own role, never above its user's as the user is now.
+        self.role = user.role if token is None or not at_least(user.role, token.role) else token.role
 
     def get_id(self) -> str:
         return self.user.session_id()
@@ -169,8 +170,16 @@ def check_every_route(app: Flask) -> None:
         raise RuntimeError(f"these views declare no role (@requires or @public): {', '.join(unguarded)}")
 
 
+def _forget_principal() -> None:
+    # g lives as long as the app context, which a test (or an outer context) may keep across requests:
+    # each request finds its own principal.
+    g.pop("_login_user", None)
+    g.pop("bad_token", None)
+
+
 def init_app(app: Flask) -> None:
     """Sessions and tokens on every request, the role check before every view, `can()` in templates."""
+    app.before_request_funcs.setdefault(None, []).insert(0, _forget_principal)
     login_manager.init_app(app)
     login_manager.login_view = "account.sign_in"
     app.before_request(guard)

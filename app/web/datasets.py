@@ -25,7 +25,7 @@ from ..datasets.shape import NAME_RE, ShapeError
 from ..extensions import db
 from ..pipeline import InputError
 from ..pipeline.extract import Reader
-from .auth import ADMIN, VIEWER, requires
+from .auth import ADMIN, VIEWER, current_actor, requires
 from .forms import MORE_ROWS, ActionForm, DatasetForm, EvolveForm, ProposeForm
 
 bp = Blueprint("datasets", __name__, url_prefix="/datasets")
@@ -142,7 +142,7 @@ def create():
     try:
         with db.engine.connect() as conn:
             dataset = create_dataset(conn, name, shape, title=form.title.data or "",
-                                     description=form.description.data or "", actor=None)
+                                     description=form.description.data or "", actor=current_actor())
     except (DatasetError, ShapeError) as exc:
         return _new_page(form, 409 if getattr(exc, "code", "") == "conflict" else 400,
                          errors=[_named_places(str(exc), shape)], json_open=from_json)
@@ -273,7 +273,7 @@ def evolve(name: str):
     try:
         with db.engine.connect() as conn:
             new = evolve_dataset(conn, name, shape=shape if changed_shape else None, title=form.title.data or "",
-                                 description=form.description.data or "", actor=None)
+                                 description=form.description.data or "", actor=current_actor())
             changes = shape_versions(conn, name)[0]["changes"] if new.version != dataset.version else []
     except (DatasetError, ShapeError) as exc:
         return _show(dataset, form, 409 if getattr(exc, "code", "") in ("conflict", "archived") else 400,
@@ -306,7 +306,7 @@ def archive(name: str):
     with db.engine.connect() as conn:
         _dataset_or_404(conn, name)
         try:
-            archive_dataset(conn, name, actor=None)
+            archive_dataset(conn, name, actor=current_actor())
             flash(f"Dataset {name} archived: it takes no new runs; its pages stay readable.", "ok")
         except DatasetError as exc:
             flash(f"Dataset {name} was not archived: {exc}", "error")

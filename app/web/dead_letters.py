@@ -7,7 +7,7 @@ from .. import queries
 from ..extensions import db
 from ..pipeline import DeadLetterError, RunFailed, discard, jsontext, parse_edit, reopen
 from ..runs import current_service
-from .auth import OPERATOR, VIEWER, requires
+from .auth import OPERATOR, VIEWER, current_actor, requires
 from .filters import DeadLetterView, current_dataset, lenient
 from .forms import ActionForm, BulkForm, DiscardForm, EditForm
 from .target import export_response
@@ -15,7 +15,7 @@ from .target import export_response
 bp = Blueprint("dead_letters", __name__, url_prefix="/dead-letters")
 
 EXPORT_COLUMNS = ("id", "status", "error", "detail", "key", "run_id", "pos", "line", "raw", "attempts",
-                  "sightings", "outcome", "resolved_run_id", "reason", "created_at", "updated_at")
+                  "sightings", "outcome", "resolved_run_id", "reason", "created_at", "updated_at", "updated_by")
 
 
 def _filters(args) -> dict:
@@ -88,7 +88,7 @@ def show(dl_id: int):
 
 def _retry(dl_id: int, edited=None):
     try:
-        summary = current_service().reprocess([dl_id], edited=edited)
+        summary = current_service().reprocess([dl_id], edited=edited, actor=current_actor())
     except DeadLetterError as exc:
         flash(str(exc), "error")
         return
@@ -139,7 +139,7 @@ def discard_one(dl_id: int):
         return _render_letter(dl_id, status=400)
     with db.engine.connect() as conn:
         try:
-            discard(conn, [dl_id], reason=form.reason.data, actor=None)
+            discard(conn, [dl_id], reason=form.reason.data, actor=current_actor())
             flash(f"Dead letter {dl_id} discarded.", "ok")
         except DeadLetterError as exc:
             flash(str(exc), "error")
@@ -154,7 +154,7 @@ def reopen_one(dl_id: int):
         abort(400)
     with db.engine.connect() as conn:
         try:
-            reopen(conn, [dl_id])
+            reopen(conn, [dl_id], actor=current_actor())
             flash(f"Dead letter {dl_id} reopened.", "ok")
         except DeadLetterError as exc:
             flash(str(exc), "error")
@@ -205,10 +205,10 @@ def bulk():
             return redirect(back, 303)
         try:
             if form.action.data == "discard":
-                n = discard(conn, ids, reason=form.reason.data, actor=None)
+                n = discard(conn, ids, reason=form.reason.data, actor=current_actor())
                 flash(f"Discarded {n} dead letters.", "ok")
                 return redirect(back, 303)
-            summary = current_service().reprocess(ids)
+            summary = current_service().reprocess(ids, actor=current_actor())
         except DeadLetterError as exc:
             flash(str(exc), "error")
             return redirect(back, 303)

@@ -8,7 +8,7 @@ from .. import queries
 from ..extensions import db
 from ..pipeline import summary_of
 from ..runs import RunService, RunStateError, current_service
-from .auth import OPERATOR, VIEWER, requires
+from .auth import OPERATOR, VIEWER, current_actor, requires
 from .converters import MAX_ID
 from .filters import RunsView, current_dataset, lenient
 from .forms import ActionForm
@@ -97,7 +97,7 @@ def cancel(run_id: int):
     if not ActionForm().validate_on_submit():
         abort(400)
     try:
-        current_service().cancel(run_id)
+        current_service().cancel(run_id, current_actor())
         flash(f"Run #{run_id}: cancel requested.", "ok")
     except RunStateError as exc:
         flash(f"Run #{run_id} cannot be cancelled: {exc}", "error")
@@ -111,7 +111,7 @@ def retry(run_id: int):
     if not ActionForm().validate_on_submit():
         abort(400)
     try:
-        new_id = current_service().retry(run_id)
+        new_id = current_service().retry(run_id, current_actor())
     except RunStateError as exc:
         flash(f"Run #{run_id} cannot be retried: {exc}", "error")
         return redirect(url_for("runs.show", run_id=run_id), 303)

@@ -7,7 +7,7 @@ from ..extensions import db
 from ..formatting import human_bytes
 from ..pipeline import InputError, Options, TooLarge
 from ..runs import current_service
-from .auth import OPERATOR, requires
+from .auth import OPERATOR, current_actor, requires
 from .forms import UploadForm
 from .home import home_page, upload_choices
 
@@ -42,14 +42,14 @@ def upload():
     run_ids = []
     if not errors:
         service = current_service()
-        options = _options(form)
+        options, actor = _options(form), current_actor()
         for f in files:
             if not queries.storable(f.filename):  # PostgreSQL text cannot hold NUL
                 errors.append("A file name must not contain NUL characters: rename the file and upload it again.")
                 continue
             try:
                 run_ids.append(service.submit(f.stream, f.filename, kind="upload", options=options,
-                                              dataset=form.dataset.data or "events"))
+                                              dataset=form.dataset.data or "events", actor=actor))
             except DatasetError as exc:
                 errors.append(f"{f.filename}: {exc}")
             except TooLarge:

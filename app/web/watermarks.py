@@ -6,7 +6,7 @@ from ..datasets.registry import DatasetError
 from ..extensions import db
 from ..pipeline import WatermarkError
 from ..pipeline import watermark as wm
-from .auth import OPERATOR, VIEWER, requires
+from .auth import OPERATOR, VIEWER, current_actor, requires
 from .forms import ResetForm, WatermarkForm
 
 bp = Blueprint("watermarks", __name__, url_prefix="/watermarks")
@@ -49,7 +49,7 @@ def set_value():
         abort(400)
     with db.engine.connect() as conn:
         try:
-            value = wm.set_value(conn, form.value.data, via="web", dataset=g.dataset)
+            value = wm.set_value(conn, form.value.data, via="web", actor=current_actor(), dataset=g.dataset)
         except (WatermarkError, DatasetError) as exc:
             flash(f"The watermark was not changed: {exc}", "error")
             return redirect(url_for("watermarks.index", value=form.value.data), 303)
@@ -65,7 +65,7 @@ def reset():
         abort(400)
     with db.engine.connect() as conn:
         try:
-            wm.reset(conn, via="web", dataset=g.dataset)
+            wm.reset(conn, via="web", actor=current_actor(), dataset=g.dataset)
         except DatasetError as exc:
             flash(f"The watermark was not reset: {exc}", "error")
             return redirect(url_for("watermarks.index"), 303)

@@ -14,7 +14,7 @@ from flask_smorest.spec.plugins import FlaskPlugin
 
 from ...datasets.shape import FIELD_RE
 from ..auth import PUBLIC
-from . import datasets, dead_letters, errors, gate, runs, schemas, target, watermarks  # noqa: F401  (they register views)
+from . import audit, datasets, dead_letters, errors, gate, runs, schemas, target, watermarks  # noqa: F401  (they register views)
 from .blueprint import bp
 from .schemas import SHAPE_COMPONENTS, Error
 

@@ -15,7 +15,7 @@ from ...datasets.shape import NAME_RE, SHAPE_JSON_SCHEMA, ShapeError
 from ...extensions import db
 from ...pipeline import InputError, TooLarge
 from ...pipeline.extract import Reader, sniff
-from ..auth import ADMIN, VIEWER, requires
+from ..auth import ADMIN, VIEWER, current_actor, requires
 from ..filters import current_dataset
 from . import schemas
 from .blueprint import ApiError, bp, errors, read
@@ -26,7 +26,6 @@ PROPOSE_RECORDS = 10_000  # what propose_shape reads at most (SPEC §10)
 NAME = [{"in": "path", "name": "name", "required": True, "description": "The dataset's name.",
          "schema": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": NAME_RE}}]
 LOCATION = {"Location": {"description": "The dataset's URL.", "schema": {"type": "string"}}}
-ACTOR = "api"
 
 
 def dataset_json(numbers: dict, versions: list | None = None) -> dict:
@@ -70,7 +69,7 @@ def list_datasets():
 def create_dataset_view(name: str, shape: dict, title=None, description=None):
     """Create a dataset from a name and a shape: 422 for a name or shape the rules refuse, 409 for a taken name."""
     with db.engine.connect() as conn:
-        create_dataset(conn, name, shape, title=title or "", description=description or "", actor=ACTOR)
+        create_dataset(conn, name, shape, title=title or "", description=description or "", actor=current_actor())
     response = jsonify(_detail(name))
     response.status_code = 201
     response.headers["Location"] = url_for("api.get_dataset", name=name)
@@ -109,7 +108,7 @@ def change_dataset(name: str, shape=None, title=None, description=None):
     """
     current_dataset(name)
     with db.engine.connect() as conn:
-        evolve_dataset(conn, name, shape=shape, title=title, description=description, actor=ACTOR)
+        evolve_dataset(conn, name, shape=shape, title=title, description=description, actor=current_actor())
     return jsonify(_detail(name))
 
 
@@ -121,7 +120,7 @@ def archive_dataset_view(name: str):
     """Archive a dataset: it takes no new runs; its data stays readable (events cannot be archived: 409)."""
     current_dataset(name)
     with db.engine.connect() as conn:
-        archive_dataset(conn, name, actor=ACTOR)
+        archive_dataset(conn, name, actor=current_actor())
     return jsonify(_detail(name))
 
 

@@ -7,7 +7,7 @@ from ...extensions import db
 from ...pipeline import DeadLetterError, RunFailed, jsontext, parse_edit
 from ...pipeline import dead_letters as actions
 from ...runs import current_service
-from ..auth import OPERATOR, VIEWER, requires
+from ..auth import OPERATOR, VIEWER, current_actor, requires
 from ..target import export_response
 from . import schemas
 from .blueprint import ApiError, bp, errors, id_cursor, owned, pick, read, writable
@@ -54,7 +54,7 @@ def _error(exc: DeadLetterError) -> ApiError:
 
 def _reprocess(ids: list[int], edited=None) -> dict:
     try:
-        return current_service().reprocess(ids, edited=edited)
+        return current_service().reprocess(ids, edited=edited, actor=current_actor())
     except DeadLetterError as exc:
         raise _error(exc) from None
     except RunFailed as exc:
@@ -138,7 +138,7 @@ def discard_dead_letter(dl_id: int, reason=None, dataset=None):
     _writable_letter(dl_id, dataset)
     with db.engine.connect() as conn:
         try:
-            actions.discard(conn, [dl_id], reason=reason, actor="api")
+            actions.discard(conn, [dl_id], reason=reason, actor=current_actor())
         except DeadLetterError as exc:
             raise _error(exc) from None
     return jsonify(_letter_or_404(dl_id))
@@ -155,7 +155,7 @@ def reopen_dead_letter(dl_id: int, dataset=None):
     _writable_letter(dl_id, dataset)
     with db.engine.connect() as conn:
         try:
-            actions.reopen(conn, [dl_id], actor="api")
+            actions.reopen(conn, [dl_id], actor=current_actor())
         except DeadLetterError as exc:
             raise _error(exc) from None
     return jsonify(_letter_or_404(dl_id))
@@ -202,7 +202,7 @@ def bulk_discard(confirm: int, filter=None, reason=None, dataset="events"):
         return jsonify({"count": 0, "run": None})
     with db.engine.connect() as conn:
         try:
-            n = actions.discard(conn, ids, reason=reason, actor="api")
+            n = actions.discard(conn, ids, reason=reason, actor=current_actor())
         except DeadLetterError as exc:
             raise _error(exc) from None
     return jsonify({"count": n, "run": None})

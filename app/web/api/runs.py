@@ -7,7 +7,7 @@ from flask import jsonify, request, url_for
 from ... import queries
 from ...pipeline import InputError, Options, TooLarge, summary_of
 from ...runs import current_service
-from ..auth import OPERATOR, VIEWER, requires
+from ..auth import OPERATOR, VIEWER, current_actor, requires
 from . import schemas
 from .blueprint import ApiError, bp, errors, id_cursor, pick, read, writable
 from .links import RUN_LINKS, RUN_PAGE_LINKS
@@ -87,7 +87,8 @@ def create_run(ignore_watermark, dry_run, max_reject_rate=None, filename=None, d
         raise ApiError(400, "bad_request", "the file name must not contain NUL")
     svc = current_service()
     try:
-        run_id = svc.submit(stream, filename[:255], kind="api", options=options, dataset=dataset)
+        run_id = svc.submit(stream, filename[:255], kind="api", options=options, dataset=dataset,
+                            actor=current_actor())
     except TooLarge as exc:
         raise ApiError(413, "too_large", str(exc)) from None
     except InputError as exc:
@@ -127,7 +128,7 @@ def cancel_run(run_id: int):
     run_or_404(run_id)
     svc = current_service()
     try:
-        svc.cancel(run_id)
+        svc.cancel(run_id, current_actor())
     except ValueError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     return _accepted(run_id, svc, location=False)
@@ -146,7 +147,7 @@ def retry_run(run_id: int):
     writable(run_or_404(run_id)["dataset"])
     svc = current_service()
     try:
-        new_id = svc.retry(run_id)
+        new_id = svc.retry(run_id, current_actor())
     except ValueError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     return _accepted(new_id, svc, location=True)

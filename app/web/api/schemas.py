@@ -30,6 +30,7 @@ CURSOR_PATTERN = "^[A-Za-z0-9_-]*$"
 WATERMARK_PATTERN = ("^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,6})?)?"
                      "(Z|[+-][0-9]{2}:[0-9]{2})?$")
 TIME = "UTC, YYYY-MM-DDTHH:MM:SS[.ffffff]"
+WHO = "Who (a user, `user (token name)`, or `cli:<os user>`)"
 RAW_UPLOAD_TYPES = ("application/json", "application/x-ndjson", "application/jsonl", "application/gzip",
                     "application/octet-stream")
 
@@ -281,6 +282,9 @@ class Run(Schema):
     file_removed_at = _time(allow_none=True)
     cancel_requested = fields.Boolean(required=True)
     error = _str(allow_none=True)
+    created_by = _str(allow_none=True, metadata={"description": WHO + " uploaded, retried or reprocessed it "
+                                                                "(null for a run made before users)."})
+    cancelled_by = _str(allow_none=True, metadata={"description": WHO + " cancelled it."})
     options = fields.Nested(Options, required=True)
     file_kept = fields.Boolean(required=True)
     retried_by = fields.List(fields.Integer(), required=True)
@@ -348,6 +352,8 @@ class DeadLetterExport(Schema):
     status = _str(validate=validate.OneOf(list(queries.DEAD_LETTER_STATUSES)))
     created_at = _time()
     updated_at = _time()
+    updated_by = _str(allow_none=True, metadata={"description": WHO + " last discarded, reopened or "
+                                                                "reprocessed it."})
     attempts = _int()
     sightings = _int()
     outcome = _str(allow_none=True)
@@ -426,7 +432,7 @@ LINEAGE_FIELDS = tuple(LineageEntry._declared_fields)
 HISTORY_FIELDS = tuple(HistoryEntry._declared_fields)
 RUN_FIELDS = ("id", "dataset", "shape_version", "kind", "status", "source_name", "source_size", "source_sha256", "retry_of_id",
               "same_file_run_id", "dead_letter_id", "queued_at", "started_at", "finished_at",
-              "file_removed_at", "cancel_requested", "error")
+              "file_removed_at", "cancel_requested", "error", "created_by", "cancelled_by")
 
 
 # --- datasets ----------------------------------------------------------------------------------------

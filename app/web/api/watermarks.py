@@ -10,7 +10,7 @@ from ...datasets.registry import list_datasets
 from ...extensions import db
 from ...pipeline import WatermarkError
 from ...pipeline import watermark as wm
-from ..auth import OPERATOR, VIEWER, requires
+from ..auth import OPERATOR, VIEWER, current_actor, requires
 from ..filters import current_dataset
 from . import schemas
 from .blueprint import ApiError, bp, clip, errors, id_cursor, pick, read, writable
@@ -105,7 +105,7 @@ def set_watermark(name: str, value: str, dataset=None):
     ds = writable(_dataset(name, dataset))
     with db.engine.connect() as conn:
         try:
-            wm.set_value(conn, value, via="api", dataset=ds)
+            wm.set_value(conn, value, via="api", actor=current_actor(), dataset=ds)
         except WatermarkError as exc:
             raise ApiError(422, "invalid", str(exc)) from None
     return jsonify(watermark_json(read(queries.watermark_page, ds)))
@@ -122,5 +122,5 @@ def reset_watermark(name: str, dataset=None):
     """Remove the watermark: the next run processes everything and the stale rule protects newer data."""
     ds = writable(_dataset(name, dataset))
     with db.engine.connect() as conn:
-        wm.reset(conn, via="api", dataset=ds)
+        wm.reset(conn, via="api", actor=current_actor(), dataset=ds)
     return jsonify(watermark_json(read(queries.watermark_page, ds)))
