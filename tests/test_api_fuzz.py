@@ -59,12 +59,6 @@ EXCLUDED = [positive_data_acceptance, use_after_free]
 ADDITIONAL = [valid_requests_are_accepted]
 
 
-@pytest.fixture(autouse=True)
-def _push_request_context():
-    """pytest-flask's request context, pushed for the whole test, is off here: Flask would reuse its app
-    context, and so Flask-Login's user in `g`, for every request, and a probe without the token would pass."""
-
-
 def sample_data(app) -> None:
     """Empty the database (ids from 1 again, no dataset but events), then load the sample: runs, target rows,
     dead letters to find."""

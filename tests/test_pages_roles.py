@@ -27,11 +27,6 @@ ADMIN_ACTIONS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _push_request_context():
-    """pytest-flask's shared request context is off: each request has its own `g` (Flask-Login's user)."""
-
-
 @pytest.fixture
 def pages(loaded, make_user, engine):
     """The sample, a queued run 2 (no worker here) and a discarded dead letter 2; a client per role."""
