@@ -6,14 +6,18 @@ be a server error, and every answer must match the document: status code, conten
 body schema; a request that breaks the document must be refused with a 4xx, and one that fits it must
 not be refused as malformed (400, 413, 415).
 
-Four refusals of well-formed requests are part of the contract, and the document says so: a cursor
+Five refusals of well-formed requests are part of the contract, and the document says so: a cursor
 that fits its pattern but was not written by this API (400 `bad_cursor`: a cursor is opaque), 422
 where the document lists it (a watermark in the future, edited JSON text that is not JSON, a shape
 that breaks the rules beyond its schema), an upload whose bytes do not start like JSON, JSON Lines or
 gzip (415 `not_json`), and a sort, search or error code that the named dataset's shape does not have
-(400: each dataset has its own fields and codes): no schema can say those.
+(400: each dataset has its own fields and codes), and an audit log time bound that fits its pattern on a
+day the calendar does not have (400, `2025-04-31`): no schema can say those.
 
 Operations that create datasets (each a table) get fewer examples, so the test stays quick.
+
+Every request is authenticated as a script is, with an administrator's API token (`Authorization:
+Bearer …`), so the fuzzing reaches every operation's own checks rather than the sign-in guard.
 """
 import re
 import time
@@ -32,7 +36,8 @@ MAX_EXAMPLES = 200  # per operation, positive and negative
 DATASET_EXAMPLES = 50  # per operation that makes or changes a dataset (DDL)
 DATASET_OPERATIONS = {"POST /api/datasets", "PATCH /api/datasets/{name}", "POST /api/datasets/{name}/archive",
                       "POST /api/datasets/propose"}
-NOT_IN_DATASET = re.compile(r"not an error code of|sorts by|is not searchable in|has no searchable field")
+NOT_IN_DATASET = re.compile(r"not an error code of|sorts by|is not searchable in|has no searchable field"
+                            r"|is not on the calendar")
 EXISTING_EXAMPLES = 100  # per operation, aimed at the sample's rows
 STATEFUL_SCENARIOS = 200
 HYPOTHESIS = {"deadline": None, "database": None, "suppress_health_check": list(HealthCheck)}
@@ -78,11 +83,52 @@ def sample_data(app) -> None:
     svc.drain()
 
 
+class Bearer:
+    """The fuzzer's administrator token, made again when it is gone (the sample was loaded again, or a fuzzed
+    `DELETE /api/tokens/{id}` revoked it)."""
+
+    def __init__(self, app):
+        from app.accounts.passwords import hash_password
+
+        self.app, self.secret, self.password_hash = app, None, hash_password("fuzzer password, never used")
+
+    def headers(self) -> dict:
+        """The Authorization header of a token that works now."""
+        from app.accounts.actor import Actor
+        from app.accounts.tokens import authenticate_token, create_token
+        from app.accounts.users import create_user, get_by_name
+        from app.extensions import db
+
+        with self.app.app_context(), db.engine.connect() as conn:
+            if self.secret is None or authenticate_token(conn, self.secret) is None:
+                actor = Actor(label="fuzzer")
+                user = get_by_name(conn, "fuzzer") or create_user(conn, "fuzzer", "admin", actor,
+                                                                  password_hash=self.password_hash)
+                self.secret, _ = create_token(conn, user, "fuzzer", actor)
+        return {"Authorization": f"Bearer {self.secret}"}
+
+
 @pytest.fixture
-def api_schema(app):
-    """The API's document, served by the app under test, with the sample loaded."""
+def bearer(app):
+    return Bearer(app)
+
+
+@pytest.fixture
+def api_schema(app, bearer):
+    """The API's document, served by the app under test, with the sample loaded; every request it makes
+    carries the fuzzer's token (schemathesis' own probes of the bearer scheme take it away)."""
     sample_data(app)
-    return schemathesis.openapi.from_wsgi("/api/openapi.json", app)
+    schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app)
+
+    @schema.auth(refresh_interval=None, retry_on=[])  # asked again each time: the token is checked then
+    class Token:
+        def get(self, case, context):
+            return bearer.headers()["Authorization"]
+
+        def set(self, case, data, context):
+            case.headers = {**(case.headers or {}), "Authorization": data}
+
+    return schema
 
 
 def test_the_document_is_strict(api_schema):
@@ -103,6 +149,13 @@ def test_the_document_is_strict(api_schema):
     assert {"get_dead_letter", "discard_dead_letter", "reopen_dead_letter", "reprocess_dead_letter"} \
         <= links["list_dead_letters"]
     assert "get_watermark" in links["set_watermark"] and "get_watermark" in links["reset_watermark"]
+    # Every operation is guarded (SPEC §11): it names the bearer scheme and its 401 and 403 answers.
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {
+        **doc["components"]["securitySchemes"]["bearerAuth"], "type": "http", "scheme": "bearer"}
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert op["security"] == [{"bearerAuth": []}], f"{method} {path}"
+            assert {"401", "403"} <= set(op["responses"]), f"{method} {path}"
 
 
 # Random ids rarely name a stored row: the third pass aims at the sample's run, dead letter and key,
@@ -123,7 +176,8 @@ def test_api_answers_every_request_as_documented(api_schema, mode, pinned):
         if mode == GenerationMode.NEGATIVE and not (operation.path_parameters or operation.query or operation.body):
             continue  # an operation that takes no input has no request that breaks the document
         known = {**pinned, **EXISTING_DATASET} if pinned and operation.path.startswith("/api/datasets") else pinned
-        path_parameters = {p.name: known[p.name] for p in operation.path_parameters} if pinned else None
+        path_parameters = {p.name: known[p.name] for p in operation.path_parameters if p.name in known} \
+            if pinned else None
         examples = EXISTING_EXAMPLES if pinned else MAX_EXAMPLES
         if operation.label in DATASET_OPERATIONS:
             examples = min(examples, DATASET_EXAMPLES)
@@ -133,6 +187,8 @@ def test_api_answers_every_request_as_documented(api_schema, mode, pinned):
         def answers_as_documented(case):
             response = case.call_and_validate(excluded_checks=EXCLUDED, additional_checks=ADDITIONAL)
             assert response.status_code < 500
+            if mode == GenerationMode.POSITIVE:  # negative cases include a broken Authorization header
+                assert response.status_code != 401, "the fuzzer's token was refused"
 
         answers_as_documented()
     print(f"{mode.name.lower()}{' (existing)' if pinned else ''}: {len(operations)} operations × "
@@ -141,10 +197,13 @@ def test_api_answers_every_request_as_documented(api_schema, mode, pinned):
 
 def test_api_chains_operations_by_their_links(api_schema, app):
     succeeded = Counter()
+    # Scenarios chain what succeeded: a generated, broken Authorization header (fuzzed above) would end one.
+    api_schema.config.generation.update(with_security_parameters=False)
 
     # Dataset operations are fuzzed one by one above; in scenarios, making tables would crowd out the
-    # chains of runs, dead letters and watermarks that this test is about.
-    class Links(api_schema.exclude(path_regex="^/api/datasets").as_state_machine()):
+    # chains of runs, dead letters and watermarks that this test is about, and so would reading the audit
+    # log and making or revoking tokens (the accounts' operations, fuzzed one by one too).
+    class Links(api_schema.exclude(path_regex="^/api/(datasets|audit|tokens)").as_state_machine()):
         def setup(self):
             # Every scenario starts from the same data, so that Hypothesis can replay and shrink one.
             sample_data(app)

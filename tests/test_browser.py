@@ -12,7 +12,7 @@ from werkzeug.serving import make_server
 
 from app.pipeline import run_file
 
-from .conftest import SAMPLE_INPUT
+from .conftest import PASSWORD, SAMPLE_INPUT
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -22,13 +22,19 @@ SHOTS = os.environ.get("SLUICE_SCREENSHOTS", "/tmp/sluice-screens")
 
 
 @pytest.fixture
-def server(db_url, tmp_path, monkeypatch):
-    """The app on this test's database, served over HTTP in a thread, with the embedded worker on."""
+def server(db_url, tmp_path, monkeypatch, password_hash):
+    """The app on this test's database, served over HTTP in a thread, with the embedded worker on, and an
+    administrator `admin` (password PASSWORD)."""
     from app import create_app
+    from app.accounts.actor import Actor
+    from app.accounts.users import create_user
+    from app.extensions import db
 
     monkeypatch.setenv("SLUICE_INSTANCE_PATH", str(tmp_path / "instance"))
     app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "SECRET_KEY": "browser",
                       "SLUICE_UPLOAD_DIR": str(tmp_path / "uploads"), "SLUICE_EMBEDDED_WORKER": True})
+    with app.app_context(), db.engine.connect() as conn:
+        create_user(conn, "admin", "admin", Actor(label="test"), password_hash=password_hash)
     http = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=http.serve_forever, daemon=True)
     thread.start()
@@ -38,8 +44,6 @@ def server(db_url, tmp_path, monkeypatch):
     executor = app.extensions["sluice_runs"].executor
     if executor is not None:
         executor.stop()
-    from app.extensions import db
-
     with app.app_context():
         db.engine.dispose()
 
@@ -51,7 +55,8 @@ def refused():
 
 
 @pytest.fixture
-def page(refused):
+def page(server, refused):
+    """A Chromium tab signed in as the administrator through the sign-in page."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed")
@@ -67,10 +72,21 @@ def page(refused):
                if "Content Security Policy" in message.text else None)
         tab.add_init_script("document.addEventListener('securitypolicyviolation', e => console.error("
                             "'Content Security Policy violation: ' + e.violatedDirective + ' ' + e.blockedURI))")
+        sign_in(tab, server)
         yield tab
         context.close()
         browser.close()
         assert refused == [], refused
+
+
+def sign_in(page, server: str, name: str = "admin", password: str = PASSWORD) -> None:
+    """Sign in through the real sign-in page, to which a first visit is sent, and come back to the page asked for."""
+    page.goto(server + "/runs")
+    page.wait_for_url(re.compile(r"/sign-in\?next=(/|%2F)runs$"))
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/runs$"))
 
 
 def _count(page, name: str) -> str:

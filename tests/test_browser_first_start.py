@@ -70,7 +70,7 @@ def test_first_start_setup_sign_in_upload_and_the_audit_log_shows_it(first_start
     tab.goto(server + setup_path)
     tab.get_by_label("User name").fill(NAME)
     tab.get_by_label("Password", exact=True).fill(SECRET)
-    tab.get_by_label(re.compile("again|repeat", re.I)).fill(SECRET)
+    tab.get_by_label(re.compile("again|repeat", re.IGNORECASE)).fill(SECRET)
     tab.get_by_role("button", name=re.compile("Create the administrator")).click()
     tab.wait_for_url(re.compile(r"/$"))
     assert tab.locator("#who-name").inner_text() == NAME and tab.locator("#who-role").inner_text() == "admin"

@@ -16,10 +16,12 @@ def test_the_test_client_asks_for_localhost(client):
     assert client.get("/").request.host == "localhost"
 
 
+# The sign-in page is open to anyone: the host check comes before it, and the test client keeps a signed-in
+# session's cookie for localhost only.
 @pytest.mark.parametrize("host", ["localhost", "localhost:5000", "127.0.0.1", "127.0.0.1:8000", "[::1]",
                                   "[::1]:5000"])
-def test_the_loopback_names_are_served_on_any_port(client, host):
-    assert client.get("/", headers={"Host": host}).status_code == 200
+def test_the_loopback_names_are_served_on_any_port(anon_client, host):
+    assert anon_client.get("/sign-in", headers={"Host": host}).status_code == 200
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:5000", "localhost.evil.example", "127.0.0.2",
@@ -60,7 +62,7 @@ def test_trusted_hosts_come_from_the_environment(db_url, tmp_path, monkeypatch):
     for host, status in [("sluice.example.com", 200), ("sluice.example.com:8443", 200),
                          ("a.internal.example", 200), ("internal.example", 200), ("[::1]:5000", 200),
                          ("localhost", 400), ("127.0.0.1:5000", 400), ("evil.sluice.example.com", 400)]:
-        assert client.get("/", headers={"Host": host}).status_code == status, host
+        assert client.get("/sign-in", headers={"Host": host}).status_code == status, host
 
 
 # --- the session cookie ------------------------------------------------------------------------------
@@ -87,7 +89,8 @@ def test_the_session_cookie_is_secure_when_served_over_https(db_url, tmp_path, m
     monkeypatch.setenv("SLUICE_SESSION_COOKIE_SAMESITE", "strict")
     app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "SECRET_KEY": "t",
                       "SLUICE_EMBEDDED_WORKER": False})
-    header = app.test_client().get("/", base_url="https://localhost").headers["Set-Cookie"]
+    # The sign-in page keeps its form's CSRF secret in the session of an anonymous visitor.
+    header = app.test_client().get("/sign-in", base_url="https://localhost").headers["Set-Cookie"]
     assert "Secure" in header and "SameSite=Strict" in header and "HttpOnly" in header
 
 
