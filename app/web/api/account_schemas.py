@@ -17,9 +17,14 @@ class TokensQuery(Schema):
                                                                               "(else only one's own)."})
 
 
+# The white space Python's str.strip() removes, spelled out: a name needs one character besides it and NUL.
+_SPACE = "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NAME_PATTERN = f"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"
+
+
 class TokenBody(Schema):
-    name = text(64, required=True, metadata={"minLength": 1, "description": "What the token is for (`deploy`, "
-                                                                            "`nightly export`)."})
+    name = text(64, required=True, metadata={"pattern": NAME_PATTERN, "description": "What the token is for "
+                                             "(`deploy`, `nightly export`); surrounding white space is dropped."})
     role = fields.String(validate=validate.OneOf(ROLES), metadata={
         "description": "At most your own role (403 above it); absent: your role."})
     expires_days = Int(allow_none=True, validate=validate.Range(1, MAX_EXPIRY_DAYS),
