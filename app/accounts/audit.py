@@ -59,7 +59,14 @@ def record(conn: Connection, action: str, actor: Actor, **what) -> None:
 
     `what`: object_type, object_id, dataset, detail, at (see `entry`).
     """
-    conn.execute(insert(AuditEntry), [entry(action, actor, **what)])
+    write(conn, entry(action, actor, **what))
+
+
+def write(conn: Connection, *entries: dict | None) -> None:
+    """Write entries made earlier with `entry` (None: none) in the caller's transaction."""
+    rows = [e for e in entries if e is not None]
+    if rows:
+        conn.execute(insert(AuditEntry), rows)
 
 
 def detail_text(detail) -> str:

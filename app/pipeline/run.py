@@ -16,7 +16,7 @@ from ..accounts import audit
 from ..accounts.actor import Actor
 from ..database import write_transaction
 from ..intake import intake_for
-from ..models import AuditEntry, DeadLetter, Run
+from ..models import DeadLetter, Run
 from . import load, stage, watermark
 from .extract import MAX_RECORD_BYTES, InputError, Item, Reader
 from .validate import canonical, now_text, utc_now
@@ -98,13 +98,6 @@ def upload_audit(actor: Actor | None, *, dataset: str, source_name: str | None,
                                       detail={"file": source_name, "size": source_size})
 
 
-def record_audit(conn: Connection, *entries: dict | None) -> None:
-    """Write audit entries made earlier with `audit.entry` (None: none) in the caller's transaction."""
-    rows = [e for e in entries if e is not None]
-    if rows:
-        conn.execute(insert(AuditEntry), rows)
-
-
 def writable_dataset(conn: Connection, dataset="events"):
     """The Dataset a new run may load into (a Dataset, a name or None for events), read in its own transaction.
 
@@ -158,7 +151,7 @@ def create_run(conn: Connection, *, kind: str, options: Options | None = None, s
             **claimed, **run_id,
         ).returning(Run.id)).scalar_one()
         if audit_of is not None:
-            record_audit(conn, audit_of(new_id))
+            audit.write(conn, audit_of(new_id))
         return new_id
 
 
@@ -465,7 +458,6 @@ __all__ = [
     "Settings",
     "create_run",
     "execute_run",
-    "record_audit",
     "run_file",
     "summary_of",
     "upload_audit",

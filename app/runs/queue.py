@@ -15,7 +15,7 @@ from ..database import brief_lock_wait, write_transaction
 from ..intake import intake_for, pending_audit
 from ..models import Run
 from ..pipeline import Options, create_run
-from ..pipeline.run import AuditOf, record_audit, writable_dataset
+from ..pipeline.run import AuditOf, writable_dataset
 from ..pipeline.validate import now_text
 from .errors import RunNotFound, RunStateError
 
@@ -96,13 +96,13 @@ class RunQueue:
                 done = conn.execute(update(Run).where(Run.id == run_id, Run.status == "queued").values(
                     status="cancelled", error="cancelled by request", finished_at=now_text(), cancelled_by=label))
                 if done.rowcount == 1:
-                    record_audit(conn, entry("queued"))
+                    audit.write(conn, entry("queued"))
                     return "cancelled"
                 status = self._status(conn, run_id)  # claimed meanwhile: then it is running
             if status == "running":
                 conn.execute(update(Run).where(Run.id == run_id, Run.status == "running")
                              .values(cancel_requested=True, cancelled_by=label))
-                record_audit(conn, entry("running"))
+                audit.write(conn, entry("running"))
                 return "running"
         raise RunStateError(f"run {run_id} is {status}: only a queued or running run can be cancelled")
 
@@ -155,7 +155,7 @@ class RunQueue:
             try:
                 conn.execute(insert(Run).values(**{k: row[k] for k in _MOVED}, status="running", worker=worker,
                                                 heartbeat_at=now, started_at=now))
-                record_audit(conn, *pending_audit(row))  # the upload's entry, with the move
+                audit.write(conn, *pending_audit(row))  # the upload's entry, with the move
             except BaseException:
                 self.intake.release(waiting)
                 raise
@@ -179,7 +179,7 @@ class RunQueue:
                 conn.execute(insert(Run).values(**{k: row[k] for k in _MOVED}, status="cancelled",
                                                 error=row["error"], finished_at=row["finished_at"],
                                                 cancelled_by=row["cancelled_by"]))
-                record_audit(conn, *pending_audit(row))  # its upload's and its cancel's entries
+                audit.write(conn, *pending_audit(row))  # its upload's and its cancel's entries
         return [r["id"] for r in rows]
 
     def _intake_has_work(self) -> bool:
