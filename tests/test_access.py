@@ -77,13 +77,6 @@ CALLERS = [("anonymous", None), ("viewer session", VIEWER), ("operator session",
            ("disabled user's session", None), ("disabled user's token", None)]
 
 
-@pytest.fixture(autouse=True)
-def _push_request_context():
-    """pytest-flask's request context, pushed for the whole test, is off here: Flask would share its `g`
-    between the requests of a test, and Flask-WTF keeps a form's CSRF token there, so only the first client
-    would get the token into its session."""
-
-
 def required(endpoint: str) -> str | None:
     """The role this table says an endpoint needs; None when the table does not know it."""
     if endpoint in ROLES:
@@ -184,7 +177,8 @@ def _verdict(endpoint: str, method: str, path: str, real: bool, role: str | None
             return f"{status} {response.headers.get('WWW-Authenticate')}, not 401 JSON with WWW-Authenticate"
         return None
     target = urlsplit(location)
-    if status != 302 or target.path != "/sign-in" or parse_qs(target.query).get("next") != [path]:
+    back = [path] if method == "GET" else None  # a post comes back to the page it came from (no Referer here)
+    if status != 302 or target.path != "/sign-in" or parse_qs(target.query).get("next") != back:
         return f"{status} {location!r}, not a redirect to the sign-in page and back"
     return None
 
@@ -228,3 +222,15 @@ def test_a_cookie_api_request_from_another_origin_is_still_refused(loaded, clien
                            headers={"Origin": "http://evil.example"})
     assert response.status_code == 403 and response.json["error"]["code"] == "cross_site"
     assert client.get("/api/dead-letters/1").json["status"] == "open"
+
+
+def test_a_form_post_without_a_session_signs_in_and_comes_back_to_its_page(anon_client, loaded):
+    csrf = token(anon_client, "/sign-in")
+    response = anon_client.post("/runs/1/retry", data={"csrf_token": csrf},
+                                headers={"Referer": "http://localhost/runs/1?lineage=x"})
+    assert response.status_code == 302
+    assert parse_qs(urlsplit(response.headers["Location"]).query)["next"] == ["/runs/1?lineage=x"]
+    # Another site's page is not a place to come back to.
+    response = anon_client.post("/runs/1/retry", data={"csrf_token": csrf},
+                                headers={"Referer": "http://evil.example/runs/1"})
+    assert "next" not in parse_qs(urlsplit(response.headers["Location"]).query)

@@ -117,7 +117,20 @@ def _unauthenticated():
         response = jsonify({"error": {"code": "unauthorized", "message": message}})
         response.headers["WWW-Authenticate"] = 'Bearer realm="sluice"'
         return response, 401
-    return redirect(url_for("account.sign_in", next=safe_next(request.full_path.rstrip("?"))))
+    # Back to the page after signing in; a form post comes back to the page it was sent from, since
+    # its own address may answer only POST.
+    target = request.full_path.rstrip("?") if request.method == "GET" else _referring_path()
+    return redirect(url_for("account.sign_in", next=safe_next(target)))
+
+
+def _referring_path() -> str | None:
+    """The path (and query) of this site's page that sent the request, from its Referer."""
+    if not request.referrer:
+        return None
+    parts = urlsplit(request.referrer)
+    if parts.netloc != request.host:
+        return None
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def _forbidden(needed: str):
