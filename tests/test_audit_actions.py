@@ -14,17 +14,10 @@ from app.extensions import db
 
 from .conftest import SAMPLE_INPUT
 from .test_cli import etl
+from .test_pages_dead_letters import BAD, GOOD_TS  # four dead letters (ids 1 to 4)
 from .test_pages_helpers import load, token, upload
 from .test_run_waits import HeldApplyLock, in_a_thread
 
-GOOD_TS = "2025-02-01T00:00:00Z"
-# Four dead letters: two invalid values, a missing name, a bad timestamp (ids 1 to 4).
-BAD = [
-    {"key": "v1", "name": "n", "value": "abc", "ts": GOOD_TS},
-    {"key": "v2", "name": "n", "value": "xyz", "ts": GOOD_TS},
-    {"key": "m1", "value": 1, "ts": GOOD_TS},
-    {"key": "t1", "name": "n", "value": 1, "ts": "yesterday"},
-]
 SHAPE = {"key": "id", "version": "at", "fields": [{"name": "n", "type": "integer"}]}
 CLI = f"cli:{os_user()}"
 ADMIN = {"actor": "admin", "user_name": "admin", "token_id": None, "address": "127.0.0.1"}

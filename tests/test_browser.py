@@ -5,6 +5,7 @@ import json
 import os
 import re
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,31 +22,41 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 SHOTS = os.environ.get("SLUICE_SCREENSHOTS", "/tmp/sluice-screens")
 
 
+@contextmanager
+def served(db_url, tmp_path, monkeypatch, secret_key: str = "browser"):
+    """The app on this test's database, served over HTTP in a thread with the embedded worker on: (url, app)."""
+    from app import create_app
+    from app.extensions import db
+
+    monkeypatch.setenv("SLUICE_INSTANCE_PATH", str(tmp_path / "instance"))
+    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "SECRET_KEY": secret_key,
+                      "SLUICE_UPLOAD_DIR": str(tmp_path / "uploads"), "SLUICE_EMBEDDED_WORKER": True})
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{http.server_port}", app
+    finally:
+        http.shutdown()
+        thread.join(10)
+        executor = app.extensions["sluice_runs"].executor
+        if executor is not None:
+            executor.stop()
+        with app.app_context():
+            db.engine.dispose()
+
+
 @pytest.fixture
 def server(db_url, tmp_path, monkeypatch, password_hash):
-    """The app on this test's database, served over HTTP in a thread, with the embedded worker on, and an
-    administrator `admin` (password PASSWORD)."""
-    from app import create_app
+    """The served app (see `served`) with an administrator `admin` (password PASSWORD)."""
     from app.accounts.actor import Actor
     from app.accounts.users import create_user
     from app.extensions import db
 
-    monkeypatch.setenv("SLUICE_INSTANCE_PATH", str(tmp_path / "instance"))
-    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "SECRET_KEY": "browser",
-                      "SLUICE_UPLOAD_DIR": str(tmp_path / "uploads"), "SLUICE_EMBEDDED_WORKER": True})
-    with app.app_context(), db.engine.connect() as conn:
-        create_user(conn, "admin", "admin", Actor(label="test"), password_hash=password_hash)
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{http.server_port}"
-    http.shutdown()
-    thread.join(10)
-    executor = app.extensions["sluice_runs"].executor
-    if executor is not None:
-        executor.stop()
-    with app.app_context():
-        db.engine.dispose()
+    with served(db_url, tmp_path, monkeypatch) as (url, app):
+        with app.app_context(), db.engine.connect() as conn:
+            create_user(conn, "admin", "admin", Actor(label="test"), password_hash=password_hash)
+        yield url
 
 
 @pytest.fixture
@@ -54,9 +65,9 @@ def refused():
     return []
 
 
-@pytest.fixture
-def page(server, refused):
-    """A Chromium tab signed in as the administrator through the sign-in page."""
+@contextmanager
+def chromium_tab(refused: list):
+    """A tab of Debian's Chromium (the test is skipped without it) that notes every CSP refusal in `refused`."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed")
@@ -72,11 +83,18 @@ def page(server, refused):
                if "Content Security Policy" in message.text else None)
         tab.add_init_script("document.addEventListener('securitypolicyviolation', e => console.error("
                             "'Content Security Policy violation: ' + e.violatedDirective + ' ' + e.blockedURI))")
-        sign_in(tab, server)
         yield tab
         context.close()
         browser.close()
-        assert refused == [], refused
+    assert refused == [], refused
+
+
+@pytest.fixture
+def page(server, refused):
+    """A Chromium tab signed in as the administrator through the sign-in page."""
+    with chromium_tab(refused) as tab:
+        sign_in(tab, server)
+        yield tab
 
 
 def sign_in(page, server: str, name: str = "admin", password: str = PASSWORD) -> None:

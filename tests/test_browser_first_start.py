@@ -1,15 +1,12 @@
 """A newcomer's first start in real Chromium: the setup link, sign in, upload, and the audit log showing it."""
-import os
 import re
-import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from werkzeug.serving import make_server
 
 from .conftest import SAMPLE_INPUT
-from .test_browser import ARGS, CHROMIUM, SHOTS
+from .test_browser import SHOTS, chromium_tab, served
 
 pytestmark = pytest.mark.browser
 NAME, SECRET = "ada", "a long first password"
@@ -17,44 +14,15 @@ NAME, SECRET = "ada", "a long first password"
 
 @pytest.fixture
 def first_start(db_url, tmp_path, monkeypatch):
-    """A served app on a database with no user, as `scripts/serve.sh` starts it: (its URL, its instance folder)."""
-    from app import create_app
-    from app.extensions import db
-
-    instance = tmp_path / "instance"
-    monkeypatch.setenv("SLUICE_INSTANCE_PATH", str(instance))
-    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "SECRET_KEY": "first start",
-                      "SLUICE_UPLOAD_DIR": str(tmp_path / "uploads"), "SLUICE_EMBEDDED_WORKER": True})
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{http.server_port}", instance
-    http.shutdown()
-    thread.join(10)
-    executor = app.extensions["sluice_runs"].executor
-    if executor is not None:
-        executor.stop()
-    with app.app_context():
-        db.engine.dispose()
+    """The served app on a database with no user, as `scripts/serve.sh` starts it: (its URL, its instance folder)."""
+    with served(db_url, tmp_path, monkeypatch, secret_key="first start") as (url, _app):
+        yield url, tmp_path / "instance"
 
 
 @pytest.fixture
 def tab():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian's chromium is not installed")
-    os.makedirs(SHOTS, exist_ok=True)
-    refused = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(30_000)
-        page = context.new_page()
-        page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    with chromium_tab([]) as page:
         yield page
-        context.close()
-        browser.close()
-    assert refused == [], refused
 
 
 def test_first_start_setup_sign_in_upload_and_the_audit_log_shows_it(first_start, tab):

@@ -3,28 +3,16 @@ import logging
 import re
 
 import pytest
-from flask import g
 
 from app.accounts.setup import setup_token
 from app.extensions import db
 from app.models import AuditEntry
 
 from .conftest import PASSWORD, sign_in_as
-from .test_pages_helpers import text
-from .test_pages_helpers import token as page_token
+from .test_pages_helpers import text, token
 
 NEW_PASSWORD = "a new and longer passphrase"
 TOKEN_RE = re.compile(r"sluice_[A-Za-z0-9_-]{43}")
-
-
-def token(client, url: str = "/") -> str:
-    """The CSRF token of `client`'s form at `url`, in a test with several clients.
-
-    pytest-flask keeps one app context for the whole test, and Flask-WTF caches the token it made in
-    `g`: without forgetting it, a second client's page would carry the first client's token.
-    """
-    g.pop("csrf_token", None)
-    return page_token(client, url)
 
 
 def audit_actions(app) -> list[tuple]:
