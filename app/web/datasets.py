@@ -1,8 +1,7 @@
 """Datasets: the list; a new one from a form of fields or from a shape proposed from a sample file; a
 dataset's shape, its versions, the changes it allows (evolve) and archiving it.
 
-Administrators only, once there are users (SPEC §11): each view that changes something says where
-the role check goes.
+Everyone may read these pages; creating, changing and archiving are for administrators (SPEC §11).
 """
 import json
 import re
@@ -118,7 +117,6 @@ def new():
 @requires(ADMIN)
 def create():
     """Create a dataset from the form's fields (or its JSON); on a refusal, the form again with the reason."""
-    # Administrators only, once there are users (SPEC §11): the role check goes here.
     form = DatasetForm()
     if form.more.data:
         for _ in range(MORE_ROWS):
@@ -171,7 +169,6 @@ def _suggested_name(filename: str | None) -> str:
 @requires(ADMIN)
 def propose():
     """Read a sample file, propose a shape from its first records, and show it in the new-dataset form to edit."""
-    # Administrators only, once there are users (SPEC §11): the role check goes here.
     propose_form = ProposeForm()
     form = DatasetForm(formdata=None)
     if not propose_form.validate_on_submit():
@@ -257,7 +254,6 @@ def _evolved_shape(dataset, form: EvolveForm) -> dict:
 @requires(ADMIN)
 def evolve(name: str):
     """Save the allowed changes as a new version of the dataset; on a refusal, the form again with the reason."""
-    # Administrators only, once there are users (SPEC §11): the role check goes here.
     with db.engine.connect() as conn:
         dataset = _dataset_or_404(conn, name)
     form = _evolve_form(dataset, request.form)
@@ -300,7 +296,6 @@ def archive_confirm(name: str):
 @requires(ADMIN)
 def archive(name: str):
     """Archive a dataset: no new runs; its pages stay readable."""
-    # Administrators only, once there are users (SPEC §11): the role check goes here.
     if not ActionForm().validate_on_submit():
         abort(400)
     with db.engine.connect() as conn:

@@ -1,7 +1,6 @@
 """Datasets over the API: list, create, one with its shape versions, evolve, archive, propose a shape, the schema.
 
-Administrators only once there are users (SPEC §11): the role check belongs in `gate.py`, the API's
-one gate, not here.
+Reads are a viewer's; create, evolve, archive and propose are an administrator's (SPEC §11).
 """
 import itertools
 

@@ -4,8 +4,9 @@ The API is exempt from the dashboard's CSRF tokens, so the gate refuses every st
 a browser marks as coming from another site (`Sec-Fetch-Site`, any case) or from another origin (`Origin`
 compared with this request's own by scheme, host and port, case-insensitively; a malformed or opaque
 `null` origin is foreign). Scripts (curl, requests) send neither header and pass. Cross-site reads are left
-to the browser's same-origin policy: no CORS header is ever sent. This is the seam for authentication:
-API tokens will be checked here (a cross-site form cannot send an `Authorization` header).
+to the browser's same-origin policy: no CORS header is ever sent. Who may call what is checked before
+this, for every route alike (`app/web/auth.py`); a request with a bearer token passes the gate as a
+script does (a cross-site page cannot send an `Authorization` header without a CORS preflight).
 """
 from urllib.parse import urlsplit
 
@@ -14,10 +15,6 @@ from flask import request
 from .blueprint import ApiError, bp
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Defining datasets and their shapes is for administrators once there are users (SPEC §11): the
-# role check for these operations belongs here, beside the token check, and nowhere else.
-ADMIN_ENDPOINTS = frozenset({"api.create_dataset_view", "api.change_dataset", "api.archive_dataset_view",
-                             "api.propose_dataset"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
