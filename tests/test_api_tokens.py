@@ -2,6 +2,8 @@
 import pytest
 from sqlalchemy import update
 
+from app.accounts.actor import Actor
+from app.accounts.users import set_role
 from app.extensions import db
 from app.models import ApiToken
 
@@ -131,3 +133,16 @@ def test_the_openapi_document_describes_the_tokens(app):
     assert set(spec["paths"]["/api/tokens/{token_id}"]) == {"delete"}
     new = spec["components"]["schemas"]["NewToken"]
     assert "token" in new["required"] and "secret_hash" not in new["properties"]
+
+
+def test_a_token_refused_for_its_role_says_which_token_and_role(app, operator):
+    viewer = make(operator, name="reader", role="viewer").get_json()["token"]
+    script = app.test_client()
+    message = error(script.post("/api/runs/1/cancel", headers=bearer(viewer)), 403, "forbidden")
+    assert "needs the operator role" in message and "olga's token 'reader' has the viewer role" in message
+    # A demoted user's token acts with the user's role now, whatever it was made with.
+    operator_token = make(operator, name="ops").get_json()["token"]
+    with app.app_context(), db.engine.connect() as conn:
+        set_role(conn, "olga", "viewer", Actor(label="test"))
+    message = error(script.post("/api/runs/1/cancel", headers=bearer(operator_token)), 403, "forbidden")
+    assert "has the viewer role" in message

@@ -134,8 +134,11 @@ def _referring_path() -> str | None:
 
 
 def _forbidden(needed: str):
-    return render_error(403, "Not allowed", f"This needs the {needed} role; {current_user.name} is signed in "
-                        f"as {current_user.role}. Ask an administrator if you need it.", code="forbidden")
+    token = current_user.token
+    who = (f"{current_user.name}'s token {token.name!r} has the {current_user.role} role" if token is not None
+           else f"{current_user.name} is signed in as {current_user.role}")
+    return render_error(403, "Not allowed", f"This needs the {needed} role; {who}. Ask an administrator if you "
+                        "need it.", code="forbidden")
 
 
 def guard():
