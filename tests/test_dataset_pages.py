@@ -288,3 +288,11 @@ def test_an_archived_dataset_is_not_offered_for_upload_and_stays_readable(client
     assert _column_keys(text(client.get(f"/target?dataset={name}"))) == ["o001", "o002"]
     assert client.post(f"/datasets/{name}/archive", data={}).status_code == 400  # no CSRF token
     assert "archived" in text(client.get("/datasets"))
+
+
+def test_the_home_page_names_its_dataset_by_name_and_title(client, name):
+    assert create(client, name).status_code == 303
+    body = text(client.get(f"/?dataset={name}"))
+    assert f'Dataset <code class="dataset-name">{name}</code>: Orders' in body
+    events = text(client.get("/"))
+    assert 'class="dataset-name"' not in events and "built-in method" not in events

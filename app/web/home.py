@@ -25,6 +25,7 @@ def home_page(form: UploadForm, status: int = 200, **extra):
     with db.engine.connect() as conn:
         datasets = upload_choices(conn, form)
         data = queries.overview(conn, g.dataset)
+        del data["dataset"]  # its name: the page shows g.dataset itself (title and all)
         data["latest_runs"] = queries.latest_runs(conn, every=True)
     return render_template("home/index.html", form=form, datasets=datasets, **data, **extra), status
 
