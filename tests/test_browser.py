@@ -66,15 +66,16 @@ def refused():
 
 
 @contextmanager
-def chromium_tab(refused: list):
-    """A tab of Debian's Chromium (the test is skipped without it) that notes every CSP refusal in `refused`."""
+def chromium_tab(refused: list, **context_options):
+    """A tab of Debian's Chromium (skipped without it), its context made with `context_options`, noting CSP refusals."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed")
     os.makedirs(SHOTS, exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+        context = browser.new_context(**{"accept_downloads": True, "viewport": {"width": 1280, "height": 900},
+                                         **context_options})
         context.set_default_timeout(30_000)
         tab = context.new_page()
         # Chromium reports every resource, inline script or style the Content-Security-Policy blocks
@@ -287,7 +288,7 @@ def test_create_a_dataset_from_a_proposed_shape_upload_to_it_and_browse_it(serve
     page.locator("table#target thead").get_by_role("link", name="total ▲").click()
     assert page.locator("table#target a.key").all_inner_texts()[:3] == ["o11", "o10", "o09"]
     page.get_by_label("customer starts with").fill("acme 1")
-    page.get_by_role("button", name="Show").click()
+    page.get_by_role("button", name="Show", exact=True).click()
     assert page.locator("table#target a.key").all_inner_texts() == ["o11", "o01"]
     assert f"dataset={name}" in page.url
     page.screenshot(path=f"{SHOTS}/dataset-target.png", full_page=True)
