@@ -14,7 +14,7 @@ from ..pipeline.validate import now_text, utc_now
 from . import audit
 from .actor import Actor
 from .roles import at_least
-from .users import AccountError, UserRow, check_role, get_user
+from .users import USER_COLUMNS, AccountError, UserRow, check_role
 
 PREFIX = "sluice_"  # recognisable by a secret scanner: `sluice_` + 43 characters of base64url
 HINT_LENGTH = len(PREFIX) + 4
@@ -97,16 +97,19 @@ def authenticate_token(conn: Connection, secret: str) -> tuple[TokenRow, UserRow
     if not looks_like_token(secret):
         return None
     now = now_text()
+    # One read for the token and its user: this runs on every request a script makes.
+    user_columns = [c.label(f"u_{c.key}") for c in USER_COLUMNS]
     with reading(conn):
-        row = conn.execute(select(*_COLUMNS).join(User, User.id == ApiToken.user_id)
+        row = conn.execute(select(*_COLUMNS, *user_columns).join(User, User.id == ApiToken.user_id)
                            .where(ApiToken.secret_hash == secret_hash(secret))).first()
     if row is None:
         return None
-    token = TokenRow(**row._mapping)
+    values = row._mapping
+    token = TokenRow(**{c: values[c] for c in TokenRow.__dataclass_fields__})
+    user = UserRow(**{c.key: values[f"u_{c.key}"] for c in USER_COLUMNS})
     if token.revoked_at is not None or (token.expires_at is not None and token.expires_at <= now):
         return None
-    user = get_user(conn, token.user_id)
-    if user is None or not user.active:
+    if not user.active:
         return None
     _touch(conn, token, now)
     return token, user

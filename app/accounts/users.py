@@ -48,7 +48,7 @@ class UserRow:
         return f"{self.id}.{self.session_epoch}"
 
 
-_COLUMNS = [User.id, User.name, User.role, User.session_epoch, User.disabled_at, User.created_at,
+USER_COLUMNS = [User.id, User.name, User.role, User.session_epoch, User.disabled_at, User.created_at,
             User.created_by, User.password_changed_at, User.last_sign_in_at]
 
 
@@ -80,7 +80,7 @@ def count_users(conn: Connection) -> int:
 def get_user(conn: Connection, user_id: int) -> UserRow | None:
     """The user with this id, or None."""
     with reading(conn):
-        return _row(conn.execute(select(*_COLUMNS).where(User.id == user_id)).first())
+        return _row(conn.execute(select(*USER_COLUMNS).where(User.id == user_id)).first())
 
 
 def get_by_name(conn: Connection, name: str) -> UserRow | None:
@@ -88,7 +88,7 @@ def get_by_name(conn: Connection, name: str) -> UserRow | None:
     if not isinstance(name, str) or len(name) > 64:
         return None
     with reading(conn):
-        return _row(conn.execute(select(*_COLUMNS).where(User.name_key == name.lower())).first())
+        return _row(conn.execute(select(*USER_COLUMNS).where(User.name_key == name.lower())).first())
 
 
 def load_session_user(conn: Connection, session_id: str) -> UserRow | None:
@@ -132,7 +132,7 @@ def create_user(conn: Connection, name: str, role: str, actor: Actor, *, passwor
 def list_users(conn: Connection) -> list[UserRow]:
     """Every user, disabled ones included, by name (without regard to case)."""
     with reading(conn):
-        return [_row(row) for row in conn.execute(select(*_COLUMNS).order_by(User.name_key))]
+        return [_row(row) for row in conn.execute(select(*USER_COLUMNS).order_by(User.name_key))]
 
 
 def authenticate(conn: Connection, name: str, password: str) -> UserRow | None:
