@@ -279,7 +279,7 @@ def _ints(values: list) -> list[int]:
 
 
 def run_detail(conn: Connection, run_id: int) -> dict | None:
-    """A run's row (its dataset and shape version too) with its options, related runs, and whether its file is kept."""
+    """A run's row (its dataset and shape version too) with its options, related runs (retries, backfills)."""
     row = conn.execute(select(Run).where(Run.id == run_id)).first()
     waiting = pending_runs(conn, [run_id]) if row is None else []
     if row is None and not waiting:
@@ -288,8 +288,9 @@ def run_detail(conn: Connection, run_id: int) -> dict | None:
     run.setdefault("dataset", DEFAULT)
     run.setdefault("shape_version", None)
     run["options_parsed"] = asdict(Options.from_json(run["options"]))
-    run["retried_by"] = [r for (r,) in conn.execute(select(Run.id).where(Run.retry_of_id == run_id)
-                                                      .order_by(Run.id))]
+    later = conn.execute(select(Run.id, Run.options).where(Run.retry_of_id == run_id).order_by(Run.id)).all()
+    run["retried_by"] = [r.id for r in later]  # retries and backfills alike (both are kind `retry`)
+    run["backfilled_by"] = [r.id for r in later if Options.from_json(r.options).backfill_of == run_id]
     run["loaded"] = run["inserted"] + run["updated"]
     return run
 
