@@ -21,7 +21,7 @@ BAD = {"name": "no key", "value": 1, "ts": NEW}
 
 
 def codes_everywhere(client, run_id: int) -> dict:
-    """The warning codes of a run as the run page, the runs list, the home page, the API and the summary show them."""
+    """A run's warning codes as the run page, runs list, home page, API, summary and live lists' poll show them."""
     page = text(client.get(f"/runs/{run_id}"))
     row = re.compile(rf'<tr data-run="{run_id}".*?</tr>', re.DOTALL)
     marker = re.compile(r'class="warn-marker" data-warnings="([a-z_ ]*)"')
@@ -39,12 +39,13 @@ def codes_everywhere(client, run_id: int) -> dict:
         "api": [w["code"] for w in api["warnings"]],
         "api_summary": [w["code"] for w in api["summary"]["warnings"]],
         "summary": [w["code"] for w in summary["warnings"]],
+        "live": [w["code"] for w in client.get(f"/runs/status.json?ids={run_id}").json["runs"][0]["warnings"]],
     }
 
 
 def assert_shown(client, run_id: int, codes: list[str]) -> None:
     assert codes_everywhere(client, run_id) == dict.fromkeys(
-        ("page", "runs", "home", "api", "api_summary", "summary"), codes)
+        ("page", "runs", "home", "api", "api_summary", "summary", "live"), codes)
 
 
 def test_a_clean_run_has_no_warnings(client, conn):
