@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import asdict
+from types import SimpleNamespace
 
 from sqlalchemy import (
     BigInteger,
@@ -33,7 +34,7 @@ from sqlalchemy.engine import Connection
 from .datasets.registry import DEFAULT, Dataset, list_datasets, resolve
 from .intake import pending_runs
 from .models import DeadLetter, Lineage, Run, Target, Watermark, WatermarkHistory
-from .pipeline.run import Options
+from .pipeline.run import Options, warnings_of
 from .pipeline.watermark import NAME as WATERMARK  # noqa: F401  (the name of events' watermark, for callers)
 
 PAGE = 50
@@ -279,7 +280,7 @@ def _ints(values: list) -> list[int]:
 
 
 def run_detail(conn: Connection, run_id: int) -> dict | None:
-    """A run's row (its dataset and shape version too) with its options, related runs, and whether its file is kept."""
+    """A run's row (its dataset and shape version too) with its options, related runs (retries, backfills)."""
     row = conn.execute(select(Run).where(Run.id == run_id)).first()
     waiting = pending_runs(conn, [run_id]) if row is None else []
     if row is None and not waiting:
@@ -288,24 +289,26 @@ def run_detail(conn: Connection, run_id: int) -> dict | None:
     run.setdefault("dataset", DEFAULT)
     run.setdefault("shape_version", None)
     run["options_parsed"] = asdict(Options.from_json(run["options"]))
-    run["retried_by"] = [r for (r,) in conn.execute(select(Run.id).where(Run.retry_of_id == run_id)
-                                                      .order_by(Run.id))]
+    later = conn.execute(select(Run.id, Run.options).where(Run.retry_of_id == run_id).order_by(Run.id)).all()
+    run["retried_by"] = [r.id for r in later]  # retries and backfills alike (both are kind `retry`)
+    run["backfilled_by"] = [r.id for r in later if Options.from_json(r.options).backfill_of == run_id]
     run["loaded"] = run["inserted"] + run["updated"]
     return run
 
 
+_STATUS_COLUMNS = ("id", "status", "input_records", "inserted", "updated", "rejected", "skipped", "error",
+                   "started_at", "finished_at")
+
+
 def run_status(conn: Connection, run_ids: list[int]) -> list[dict]:
-    """The status and counts of a few runs, for live pages."""
-    if not run_ids:
+    """The status, counts and warnings of a few runs, for live pages."""
+    wanted = run_ids[:100]
+    if not wanted:
         return []
-    rows = conn.execute(select(Run.id, Run.status, Run.input_records, Run.inserted, Run.updated, Run.rejected,
-                               Run.skipped, Run.error, Run.started_at, Run.finished_at)
-                        .where(Run.id.in_(run_ids[:100])))
-    found = [dict(r._mapping) for r in rows]
-    missing = sorted(set(run_ids[:100]) - {r["id"] for r in found})
-    columns = ("id", "status", "input_records", "inserted", "updated", "rejected", "skipped", "error",
-               "started_at", "finished_at")
-    return found + [{k: r[k] for k in columns} for r in (pending_runs(conn, missing) if missing else [])]
+    rows = [dict(r._mapping) for r in conn.execute(select(Run).where(Run.id.in_(wanted)))]
+    missing = sorted(set(wanted) - {r["id"] for r in rows})
+    rows += pending_runs(conn, missing) if missing else []
+    return [{**{k: r[k] for k in _STATUS_COLUMNS}, "warnings": warnings_of(SimpleNamespace(**r))} for r in rows]
 
 
 def run_lineage(conn: Connection, run_id: int, *, cursor: str | None = None, limit: int | None = None) -> dict:

@@ -23,6 +23,7 @@ ACTIONS = {
     "upload": "uploaded a file",
     "run_cancel": "cancelled a run",
     "run_retry": "retried a run",
+    "run_backfill": "backfilled a run",
     "reprocess": "reprocessed dead letters",
     "discard": "discarded dead letters",
     "reopen": "reopened dead letters",

@@ -5,7 +5,17 @@ decides where its transactions begin and end, so that only the final apply holds
 """
 from .dead_letters import DeadLetterError, discard, parse_edit, reopen, reprocess
 from .extract import InputError, TooLarge, sniff
-from .run import Options, RunCancelled, RunFailed, Settings, create_run, execute_run, run_file, summary_of
+from .run import (
+                  Options,
+                  RunCancelled,
+                  RunFailed,
+                  Settings,
+                  create_run,
+                  execute_run,
+                  run_file,
+                  summary_of,
+                  warnings_of,
+)
 from .watermark import WatermarkError
 
 __all__ = [
@@ -26,4 +36,5 @@ __all__ = [
                   "run_file",
                   "sniff",
                   "summary_of",
+                  "warnings_of",
 ]

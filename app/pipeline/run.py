@@ -33,6 +33,8 @@ class Options:
     ignore_watermark: bool = False
     max_reject_rate: float | None = None
     dry_run: bool = False
+    # The run this one backfills (kept in the options, not a column): set by RunService.backfill only.
+    backfill_of: int | None = None
 
     def __post_init__(self):
         if self.max_reject_rate is not None and not 0 <= self.max_reject_rate <= 1:
@@ -43,7 +45,10 @@ class Options:
         return cls(**json.loads(text or "{}"))
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        values = asdict(self)
+        if values["backfill_of"] is None:
+            del values["backfill_of"]  # the options of a run that backfills none read as they always did
+        return json.dumps(values)
 
 
 @dataclass
@@ -384,8 +389,8 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
     # The run has committed: what follows is best effort, too late to fail or cancel it.
     with contextlib.suppress(Exception):
         report("done", counts.input_records, 0)
-    return summary_of(SimpleNamespace(id=run_id, dataset=dataset.name, status="succeeded", options=run.options,
-                                      error=None,
+    return summary_of(SimpleNamespace(id=run_id, dataset=dataset.name, kind=run.kind, status="succeeded",
+                                      options=run.options, error=None,
                                       watermark_before=result["watermark_before"],
                                       watermark_after=result["watermark_after"],
                                       **{k: v for k, v in result.items()
@@ -421,7 +426,43 @@ def summary_of(run) -> dict:
         "watermark": run.watermark_after,
         "dry_run": options.dry_run,
         "error": run.error,
+        "warnings": warnings_of(run),
     }
+
+
+# What a run that succeeded but needs attention says (SPEC §5), most serious first.
+WARNING_CODES = ("all_rejected", "reprocess_all_failed", "high_reject_rate", "all_skipped", "dry_run")
+
+
+def warnings_of(run) -> list[dict]:
+    """The warnings of a run that succeeded but needs attention: a list of {"code", "message"}, [] for a clean one.
+
+    Computed from the run's row alone (its counts, kind and options), so every run has them, old ones too.
+    """
+    if run.status != "succeeded":
+        return []  # a failed or cancelled run says why in its error; a queued or running one is not done
+    found = []
+
+    def add(code: str, message: str) -> None:
+        found.append({"code": code, "message": message})
+
+    n, rejected, skipped = run.input_records or 0, run.rejected or 0, run.skipped or 0
+    if n and rejected == n and run.kind == "reprocess":
+        add("reprocess_all_failed", f"Every one of the {n:,} reprocessed records failed again: "
+                                    "their dead letters stay open, with the new errors.")
+    elif n and rejected == n:
+        add("all_rejected", f"Every one of the {n:,} records was rejected; nothing was loaded. "
+                            "Their dead letters say why.")
+    elif n and rejected * 2 > n:
+        add("high_reject_rate", f"{rejected:,} of {n:,} records ({rejected / n:.0%}) were rejected, more than half.")
+    if n and skipped == n and not (run.inserted or 0) + (run.updated or 0):
+        mark = (run.watermark_before or "").replace("T", " ")
+        add("all_skipped", f"Nothing was loaded: all {n:,} records were older than the watermark {mark}. "
+                           "Run this file again as a backfill to load them.")
+    if Options.from_json(run.options).dry_run:
+        add("dry_run", "Dry run: nothing was kept but the run's record. Run the file again without dry run "
+                       "to load it.")
+    return found
 
 
 def run_file(conn: Connection, path: str | Path, *, kind: str = "cli", options: Options | None = None,
@@ -461,5 +502,6 @@ __all__ = [
     "run_file",
     "summary_of",
     "upload_audit",
+    "warnings_of",
     "writable_dataset",
 ]

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -18,7 +19,7 @@ from ..accounts import audit
 from ..accounts.actor import Actor
 from ..config import pipeline_settings
 from ..models import Run
-from ..pipeline import Options, RunFailed, Settings, execute_run, run_file
+from ..pipeline import Options, RunFailed, Settings, execute_run, run_file, warnings_of
 from ..pipeline import reprocess as reprocess_dead_letters
 from ..pipeline.run import upload_audit, writable_dataset
 from .errors import RunStateError
@@ -92,14 +93,30 @@ class RunService:
         run = self.queue.find(run_id)
         if run.status not in ("failed", "cancelled"):
             raise RunStateError(f"run {run_id} is {run.status}: only a failed or cancelled run can be retried")
+        return self._again(run, Options.from_json(run.options), "run_retry", actor)
+
+    def backfill(self, run_id: int, actor: Actor | None = None) -> int:
+        """Queue a backfill (kind `retry`, ignoring the watermark, by `actor`) of a run that skipped every record.
+
+        The new run's options name the run it backfills (`backfill_of`); return its id.
+        """
+        run = self.queue.find(run_id)
+        if "all_skipped" not in {w["code"] for w in warnings_of(run)}:
+            raise RunStateError(f"run {run_id} did not skip every record as older than the watermark: "
+                                "there is nothing to backfill")
+        options = replace(Options.from_json(run.options), ignore_watermark=True, backfill_of=run.id)
+        return self._again(run, options, "run_backfill", actor)
+
+    def _again(self, run, options: Options, action: str, actor: Actor | None) -> int:
+        """Queue a new run of `run`'s stored file, linked to it (`retry_of_id`), audited as `action`."""
         if not self.file_available(run):
-            raise RunStateError(f"the file of run {run_id} is no longer stored; upload it again")
+            raise RunStateError(f"the file of run {run.id} is no longer stored; upload it again")
 
         def audit_of(new_id: int) -> dict:
-            return audit.entry("run_retry", actor, object_type="run", object_id=run.id, dataset=run.dataset,
+            return audit.entry(action, actor, object_type="run", object_id=run.id, dataset=run.dataset,
                                detail={"new_run": new_id})
 
-        return self._record(kind="retry", options=Options.from_json(run.options), source_name=run.source_name,
+        return self._record(kind="retry", options=options, source_name=run.source_name,
                             source_size=run.source_size, source_sha256=run.source_sha256,
                             file_path=run.file_path, retry_of_id=run.id, dataset=run.dataset,
                             actor=actor, audit_of=audit_of if actor is not None else None)

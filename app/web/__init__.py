@@ -107,3 +107,4 @@ def init_app(app: Flask) -> None:
     app.context_processor(_template_globals)
     app.jinja_env.filters["number"] = number
     app.jinja_env.filters["dict_without"] = _dict_without
+    app.jinja_env.filters["warnings"] = runs.run_warnings

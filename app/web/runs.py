@@ -1,4 +1,4 @@
-"""Run history, a run's page with live progress, its summary download, cancel and retry."""
+"""Run history, a run's page with live progress, its summary download, cancel, retry and backfill."""
 import json
 from types import SimpleNamespace
 
@@ -6,7 +6,7 @@ from flask import Blueprint, Response, abort, flash, g, jsonify, redirect, rende
 
 from .. import queries
 from ..extensions import db
-from ..pipeline import summary_of
+from ..pipeline import summary_of, warnings_of
 from ..runs import RunService, RunStateError, current_service
 from .auth import OPERATOR, VIEWER, current_actor, requires
 from .converters import MAX_ID
@@ -117,3 +117,23 @@ def retry(run_id: int):
         return redirect(url_for("runs.show", run_id=run_id), 303)
     flash(f"Queued run #{new_id}, a retry of run #{run_id}.", "ok")
     return redirect(url_for("runs.show", run_id=new_id), 303)
+
+
+@bp.post("/<int:run_id>/backfill")
+@requires(OPERATOR)
+def backfill(run_id: int):
+    """Queue a backfill of a run that skipped every record as older than the watermark."""
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        new_id = current_service().backfill(run_id, current_actor())
+    except RunStateError as exc:
+        flash(f"Run #{run_id} cannot be backfilled: {exc}", "error")
+        return redirect(url_for("runs.show", run_id=run_id), 303)
+    flash(f"Queued run #{new_id}, a backfill of run #{run_id}.", "ok")
+    return redirect(url_for("runs.show", run_id=new_id), 303)
+
+
+def run_warnings(run: dict) -> list[dict]:
+    """A run row's warnings, for the templates (`r | warnings`)."""
+    return warnings_of(SimpleNamespace(**run))

@@ -7,8 +7,9 @@ def _links(param: str, source: str, *operations: str, dataset: str | None = None
     return {op: {"operationId": op, "parameters": parameters} for op in operations}
 
 
-RUN_LINKS = _links("run_id", "$response.body#/id", "get_run", "cancel_run", "retry_run")
-RUN_PAGE_LINKS = _links("run_id", "$response.body#/items/0/id", "get_run", "cancel_run", "retry_run")
+RUN_LINKS = _links("run_id", "$response.body#/id", "get_run", "cancel_run", "retry_run", "backfill_run")
+RUN_PAGE_LINKS = _links("run_id", "$response.body#/items/0/id", "get_run", "cancel_run", "retry_run",
+                        "backfill_run")
 TARGET_LINKS = _links("key", "$response.body#/items/0/key", "lineage")
 DEAD_LETTER_ACTIONS = ("get_dead_letter", "discard_dead_letter", "reopen_dead_letter", "reprocess_dead_letter")
 DEAD_LETTER_PAGE_LINKS = _links("dl_id", "$response.body#/items/0/id", *DEAD_LETTER_ACTIONS,

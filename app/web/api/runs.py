@@ -1,11 +1,11 @@
-"""Runs over the API: upload a file, the history, one run, cancel and retry."""
+"""Runs over the API: upload a file, the history, one run, cancel, retry and backfill."""
 import json
 from types import SimpleNamespace
 
 from flask import jsonify, request, url_for
 
 from ... import queries
-from ...pipeline import InputError, Options, TooLarge, summary_of
+from ...pipeline import InputError, Options, TooLarge, summary_of, warnings_of
 from ...runs import current_service
 from ..auth import OPERATOR, VIEWER, current_actor, requires
 from . import schemas
@@ -24,6 +24,7 @@ def run_json(row: dict, svc) -> dict:
     out["retried_by"] = row.get("retried_by", [])
     out["progress"] = svc.progress(row["id"]) if row["status"] == "running" else None
     out["summary"] = summary_of(SimpleNamespace(**row)) if row.get("finished_at") else None
+    out["warnings"] = warnings_of(SimpleNamespace(**row))
     out["dataset"] = row.get("dataset") or "events"
     out["url"] = url_for("api.get_run", run_id=row["id"])
     return out
@@ -148,6 +149,26 @@ def retry_run(run_id: int):
     svc = current_service()
     try:
         new_id = svc.retry(run_id, current_actor())
+    except ValueError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    return _accepted(new_id, svc, location=True)
+
+
+@bp.post("/runs/<int:run_id>/backfill")
+@requires(OPERATOR)
+@bp.response(202, schemas.Run, description="The new run.", headers=LOCATION)
+@bp.doc(responses={202: {"links": RUN_LINKS}})
+@errors(403, 404, 409, 503)
+def backfill_run(run_id: int):
+    """Backfill a run whose records were all older than the watermark: a new queued run of its kept file that
+    ignores the watermark (kind `retry`, `options.backfill_of` naming the run), 202 with its Location.
+
+    409 `conflict` when the run has no `all_skipped` warning or its file is gone, `archived` when its dataset is.
+    """
+    writable(run_or_404(run_id)["dataset"])
+    svc = current_service()
+    try:
+        new_id = svc.backfill(run_id, current_actor())
     except ValueError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     return _accepted(new_id, svc, location=True)

@@ -10,7 +10,7 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 
 from ... import queries
 from ...datasets.shape import NAME_RE, SHAPE_JSON_SCHEMA
-from ...pipeline.run import KINDS
+from ...pipeline.run import KINDS, WARNING_CODES
 from ..filters import (
     MAX_ID,
     TEXT_PATTERN,
@@ -226,6 +226,18 @@ class Options(Schema):
     ignore_watermark = fields.Boolean(required=True)
     max_reject_rate = fields.Float(required=True, allow_none=True)
     dry_run = fields.Boolean(required=True)
+    backfill_of = fields.Integer(metadata={"description": "The run this one backfills (only on a backfill)."})
+
+
+class Warning(Schema):
+    """Why a run that succeeded needs attention (SPEC §5)."""
+
+    code = _str(validate=validate.OneOf(list(WARNING_CODES)))
+    message = _str()
+
+
+WARNINGS = {"description": "What needs attention in a run that succeeded (empty for a clean run, and for "
+                           "any run that did not succeed)."}
 
 
 class Progress(Schema):
@@ -257,6 +269,7 @@ class Summary(Schema):
     watermark = fields.String(allow_none=True)
     dry_run = fields.Boolean()
     error = fields.String(allow_none=True)
+    warnings = fields.List(fields.Nested(Warning), metadata=WARNINGS)
 
 
 for _count in COUNTS:
@@ -290,6 +303,7 @@ class Run(Schema):
     retried_by = fields.List(fields.Integer(), required=True)
     progress = fields.Nested(Progress, required=True, allow_none=True)
     summary = fields.Nested(Summary, required=True, allow_none=True)
+    warnings = fields.List(fields.Nested(Warning), required=True, metadata=WARNINGS)
     url = _str()
 
 
