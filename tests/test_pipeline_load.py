@@ -231,9 +231,10 @@ def test_a_dry_run_reports_everything_and_keeps_only_the_run_record(conn, write)
     ]
     # The same file for real does exactly what the dry run said.
     real = load(conn, write, records)
-    assert {k: v for k, v in real.items() if k not in ("run_id", "dry_run")} == {
-        k: v for k, v in dry.items() if k not in ("run_id", "dry_run")
+    assert {k: v for k, v in real.items() if k not in ("run_id", "dry_run", "warnings")} == {
+        k: v for k, v in dry.items() if k not in ("run_id", "dry_run", "warnings")
     }
+    assert [w["code"] for w in dry["warnings"]] == ["dry_run"] and real["warnings"] == []
     assert target(conn)["b"] == ("n", 1.0, "2025-01-17T00:00:00")
 
 
