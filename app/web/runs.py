@@ -104,34 +104,31 @@ def cancel(run_id: int):
     return redirect(url_for("runs.show", run_id=run_id), 303)
 
 
+def _queue_again(run_id: int, queue, done: str, noun: str):
+    """Queue a new run of a run's file with `queue` (the service's retry or backfill) and go to its page."""
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        new_id = queue(run_id, current_actor())
+    except RunStateError as exc:
+        flash(f"Run #{run_id} cannot be {done}: {exc}", "error")
+        return redirect(url_for("runs.show", run_id=run_id), 303)
+    flash(f"Queued run #{new_id}, a {noun} of run #{run_id}.", "ok")
+    return redirect(url_for("runs.show", run_id=new_id), 303)
+
+
 @bp.post("/<int:run_id>/retry")
 @requires(OPERATOR)
 def retry(run_id: int):
     """Queue a new run on a failed or cancelled run's file."""
-    if not ActionForm().validate_on_submit():
-        abort(400)
-    try:
-        new_id = current_service().retry(run_id, current_actor())
-    except RunStateError as exc:
-        flash(f"Run #{run_id} cannot be retried: {exc}", "error")
-        return redirect(url_for("runs.show", run_id=run_id), 303)
-    flash(f"Queued run #{new_id}, a retry of run #{run_id}.", "ok")
-    return redirect(url_for("runs.show", run_id=new_id), 303)
+    return _queue_again(run_id, current_service().retry, "retried", "retry")
 
 
 @bp.post("/<int:run_id>/backfill")
 @requires(OPERATOR)
 def backfill(run_id: int):
     """Queue a backfill of a run that skipped every record as older than the watermark."""
-    if not ActionForm().validate_on_submit():
-        abort(400)
-    try:
-        new_id = current_service().backfill(run_id, current_actor())
-    except RunStateError as exc:
-        flash(f"Run #{run_id} cannot be backfilled: {exc}", "error")
-        return redirect(url_for("runs.show", run_id=run_id), 303)
-    flash(f"Queued run #{new_id}, a backfill of run #{run_id}.", "ok")
-    return redirect(url_for("runs.show", run_id=new_id), 303)
+    return _queue_again(run_id, current_service().backfill, "backfilled", "backfill")
 
 
 def run_warnings(run: dict) -> list[dict]:

@@ -135,6 +135,17 @@ def cancel_run(run_id: int):
     return _accepted(run_id, svc, location=False)
 
 
+def _queue_again(run_id: int, how: str):
+    """Queue a new run of a run's kept file (the service's `retry` or `backfill`): 202 with its Location."""
+    writable(run_or_404(run_id)["dataset"])
+    svc = current_service()
+    try:
+        new_id = getattr(svc, how)(run_id, current_actor())
+    except ValueError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    return _accepted(new_id, svc, location=True)
+
+
 @bp.post("/runs/<int:run_id>/retry")
 @requires(OPERATOR)
 @bp.response(202, schemas.Run, description="The new run.", headers=LOCATION)
@@ -145,13 +156,7 @@ def retry_run(run_id: int):
 
     The new run loads into the run's dataset: 409 `archived` when that dataset is archived.
     """
-    writable(run_or_404(run_id)["dataset"])
-    svc = current_service()
-    try:
-        new_id = svc.retry(run_id, current_actor())
-    except ValueError as exc:
-        raise ApiError(409, "conflict", str(exc)) from None
-    return _accepted(new_id, svc, location=True)
+    return _queue_again(run_id, "retry")
 
 
 @bp.post("/runs/<int:run_id>/backfill")
@@ -165,10 +170,4 @@ def backfill_run(run_id: int):
 
     409 `conflict` when the run has no `all_skipped` warning or its file is gone, `archived` when its dataset is.
     """
-    writable(run_or_404(run_id)["dataset"])
-    svc = current_service()
-    try:
-        new_id = svc.backfill(run_id, current_actor())
-    except ValueError as exc:
-        raise ApiError(409, "conflict", str(exc)) from None
-    return _accepted(new_id, svc, location=True)
+    return _queue_again(run_id, "backfill")
