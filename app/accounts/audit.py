@@ -167,9 +167,9 @@ def entries_page(conn: Connection, *, user: str | None = None, action: str | Non
     # Imported here: the read side imports the dataset registry, which audits its changes through this module.
     from .. import queries
 
-    page = queries._page(conn, _filtered(user, action, since, until), (AuditEntry.id,), key_of=lambda r: (r["id"],),
-                         limit=queries._limit(limit), after=queries._one(queries.decode_cursor(cursor, 1)),
-                         before=queries._one(queries.decode_cursor(before, 1)), descending=True)
+    page = queries.keyset_page(conn, _filtered(user, action, since, until), (AuditEntry.id,), key_of=lambda r: (r["id"],),
+                         limit=queries.page_limit(limit), after=queries.one_int(queries.decode_cursor(cursor, 1)),
+                         before=queries.one_int(queries.decode_cursor(before, 1)), descending=True)
     page["rows"] = [_row(r) for r in page["rows"]]
     return page
 
