@@ -109,6 +109,8 @@ class Run(Base):
     watermark_before: Mapped[str | None] = mapped_column(TIME)
     watermark_after: Mapped[str | None] = mapped_column(TIME)
     error: Mapped[str | None] = mapped_column(Text)
+    # A dry run's first would-be rejects (JSON list of {pos, line, key, error, detail, raw}); NULL otherwise.
+    dry_run_rejects: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_runs_status_id", "status", "id"),
@@ -116,6 +118,8 @@ class Run(Base):
         Index("ix_runs_dataset_status_id", "dataset", "status", "id"),
         Index("ix_runs_sha256", "source_sha256"),
         Index("ix_runs_applied_seq", "applied_seq"),
+        Index("ix_runs_dataset_kind_id", "dataset", "kind", "id"),
+        Index("ix_runs_dataset_queued_at", "dataset", "queued_at"),
     )
 
 
