@@ -7,7 +7,7 @@ its own, built from its shape at run time (see `datasets/tables.py`), so it is n
 Staging is the sixth table of the model; it is a per-run TEMP table (see `pipeline/stage.py`), so
 writing it never takes the main database's lock and nothing of a run stays in it.
 """
-from sqlalchemy import BigInteger, Boolean, Double, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import BigInteger, Boolean, Double, ForeignKey, Index, Integer, String, Text, func, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -196,6 +196,10 @@ class Lineage(Base):
               sqlite_where=text("dead_letter_id IS NOT NULL"),
               postgresql_where=text("dead_letter_id IS NOT NULL")),
     )
+
+
+# "Did you mean": keys that differ from a typed one only by (ASCII) case, one index probe per variant.
+Index("ix_lineage_dataset_lower_key", Lineage.dataset, func.lower(Lineage.key), Lineage.key)
 
 
 class Watermark(Base):

@@ -10,8 +10,9 @@ def test_lineage_shows_the_row_and_the_timeline_newest_first(client, conn, write
     body = text(client.get("/lineage/a"))
     assert 'id="current-row"' in body and "second" in body
     steps = re.findall(r'class="step (\w+)"', body)
-    assert steps == ["updated", "staged", "inserted", "staged"]
-    assert "name: &#39;first&#39; → &#39;second&#39;" in body and "value: 1 → 2" in body
+    assert steps == ["staged", "updated", "staged", "inserted"]  # by run, newest first; a run's steps in order
+    assert "name</span>: <del>&#39;first&#39;</del> → <ins>&#39;second&#39;</ins>" in body
+    assert "value</span>: <del>1</del> → <ins>2</ins>" in body
     assert 'href="/runs/2"' in body and 'href="/runs/1"' in body
 
 
@@ -41,24 +42,26 @@ def test_rejected_key_has_lineage_without_a_row(client, conn, write):
 
 
 def test_jump_box_goes_to_the_key(client):
-    response = client.get("/lineage?key=+some/key+")
-    assert response.status_code == 302 and response.headers["Location"].endswith("/lineage/some/key")
+    response = client.get("/lineage?key=+some/key+")  # as typed: spaces are part of a key
+    assert response.status_code == 302 and response.headers["Location"].endswith("/lineage/%20some/key%20")
     assert 'action="/lineage"' in text(client.get("/watermarks"))  # the box is on every page
 
 
 def test_watermark_set_after_preview_and_confirmation(client, conn, write):
     load(conn, write, [{"key": f"k{d}", "name": "n", "value": 1, "ts": f"2025-01-{d:02d}T00:00:00Z"}
                        for d in range(1, 11)])
-    assert "2025-01-10 00:00:00 UTC" in text(client.get("/watermarks"))
+    assert '<time class="watermark" datetime="2025-01-10T00:00:00Z">2025-01-10 00:00:00</time>' in text(client.get("/watermarks"))
     preview = client.get("/watermarks/confirm?value=2025-01-08T00:00:00Z")
     assert preview.status_code == 200
-    assert '<strong id="preview-rows">3</strong> target rows lie at or after 2025-01-08 00:00:00' in text(preview)
+    assert ('<strong id="preview-rows">3</strong> target rows lie at or after <time class="watermark" '
+            'datetime="2025-01-08T00:00:00Z">2025-01-08 00:00:00</time>') in text(preview)
     response = client.post("/watermarks/set", data={"csrf_token": token(client, "/watermarks/confirm?value=2025-01-08"
                                                                                    "T00:00:00Z"),
                                                     "value": "2025-01-08T00:00:00"})
     assert response.status_code == 303
     body = text(client.get("/watermarks"))
-    assert '<p class="big" id="wm-value">2025-01-08 00:00:00 UTC</p>' in body
+    assert ('<p class="big" id="wm-value"><time class="watermark" datetime="2025-01-08T00:00:00Z">'
+            '2025-01-08 00:00:00</time></p>') in body
     history = body[body.index('id="wm-history"'):]
     assert "<td>web</td>" in history and "<td>pipeline</td>" in history
 
@@ -68,7 +71,7 @@ def test_watermark_refuses_invalid_and_future_values(client):
     assert bad.status_code == 400 and "is not a timestamp" in text(bad)
     future = client.get("/watermarks/confirm?value=2999-01-01T00:00:00Z")
     assert future.status_code == 400 and "lies in the future" in text(future)
-    response = client.post("/watermarks/set", data={"csrf_token": token(client, "/watermarks/confirm?reset=1"),
+    response = client.post("/watermarks/set", data={"csrf_token": token(client, "/"),
                                                     "value": "2999-01-01T00:00:00"}, follow_redirects=True)
     assert "was not changed" in text(response) and "none" in text(response)
 
@@ -80,4 +83,4 @@ def test_watermark_reset_after_confirmation(client, conn, write):
     assert client.post("/watermarks/reset").status_code == 400  # no CSRF token
     client.post("/watermarks/reset", data={"csrf_token": token(client, "/watermarks/confirm?reset=1")})
     body = text(client.get("/watermarks"))
-    assert '<p class="big" id="wm-value">none</p>' in body and "none (reset)" in body
+    assert '<p class="big" id="wm-value"><span class="muted">none</span></p>' in body and "none (reset)" in body

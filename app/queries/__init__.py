@@ -23,7 +23,7 @@ from .dead_letters import (
     error_codes,
     iter_dead_letters,
 )
-from .lineage import lineage_of_key, similar_keys
+from .lineage import key_variants, lineage_of_key, similar_keys
 from .overview import datasets_overview, latest_runs, overview
 from .paging import (
     MAX_PAGE,
@@ -57,7 +57,7 @@ __all__ = [
     "RUN_STATUSES", "TARGET_SORTS", "VERSION_CODES", "WATERMARK", "BadCursor", "UnknownField", "datasets_overview",
     "dead_letter", "dead_letter_count", "dead_letter_counts", "dead_letter_ids", "dead_letter_tallies",
     "dead_letters_page", "decode_cursor", "encode_cursor", "error_codes", "iter_dead_letters", "iter_target",
-    "keyset_page", "latest_runs", "lineage_of_key", "one_int", "overview", "page_limit", "prefix_range",
+    "key_variants", "keyset_page", "latest_runs", "lineage_of_key", "one_int", "overview", "page_limit", "prefix_range",
     "run_detail", "run_lineage", "run_status", "runs_page", "searchable_fields", "similar_keys", "storable",
     "target_columns", "target_page", "target_row", "target_search", "target_sorts", "watermark_page",
 ]

@@ -24,7 +24,7 @@ def index():
 @bp.get("/confirm")
 @requires(OPERATOR)
 def confirm():
-    """Preview a new value (or a reset): how many target rows lie at or after it; ask to confirm."""
+    """Preview a new value (or a reset): how many target rows lie at or after it, whether it moves back; confirm."""
     reset = request.args.get("reset") == "1"
     value = request.args.get("value", "")
     with db.engine.connect() as conn:
@@ -35,6 +35,9 @@ def confirm():
             data = queries.watermark_page(conn, g.dataset)
             return render_template("watermarks/index.html", data=data, value=value, error=str(exc)), 400
         current = wm.current(conn, g.dataset.watermark)
+    if reset and current is None:
+        flash("There is no watermark to reset: the next run already processes every record.", "ok")
+        return redirect(url_for("watermarks.index"), 303)
     form = ResetForm() if reset else WatermarkForm(value=canonical)
     return render_template("watermarks/confirm.html", reset=reset, value=canonical, rows=rows, current=current,
                            form=form)
@@ -49,11 +52,11 @@ def set_value():
         abort(400)
     with db.engine.connect() as conn:
         try:
-            value = wm.set_value(conn, form.value.data, via="web", actor=current_actor(), dataset=g.dataset)
+            wm.set_value(conn, form.value.data, via="web", actor=current_actor(), dataset=g.dataset)
         except (WatermarkError, DatasetError) as exc:
             flash(f"The watermark was not changed: {exc}", "error")
             return redirect(url_for("watermarks.index", value=form.value.data), 303)
-    flash(f"The watermark is now {value} (UTC).", "ok")
+    flash("The watermark was set: the current watermark below is the new value.", "ok")
     return redirect(url_for("watermarks.index"), 303)
 
 
@@ -64,6 +67,10 @@ def reset():
     if not ResetForm().validate_on_submit():
         abort(400)
     with db.engine.connect() as conn:
+        if wm.current(conn, g.dataset.watermark) is None:
+            flash("There is no watermark to reset.", "ok")
+            return redirect(url_for("watermarks.index"), 303)
+        conn.rollback()  # end the read: the reset begins a write transaction of its own
         try:
             wm.reset(conn, via="web", actor=current_actor(), dataset=g.dataset)
         except DatasetError as exc:

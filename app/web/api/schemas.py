@@ -416,11 +416,38 @@ class WatermarkList(Schema):
     next = fields.Raw(required=True, metadata={"type": "null"})
 
 
+class FieldChange(Schema):
+    """One field an update changed, its values as the lineage detail writes them (strings quoted)."""
+
+    field = _str()
+    old = _str()
+    new = _str()
+
+
+class LineageStep(LineageEntry):
+    changes = fields.List(fields.Nested(FieldChange), required=True, allow_none=True,
+                          metadata={"description": "For `updated`: each changed field; null when none or not split."})
+    current = fields.Boolean(required=True, metadata={"description": "This step wrote the current target row."})
+
+
+class LineageGroup(Schema):
+    """The steps of one run on the page (or one entry without a run), in position order."""
+
+    run_id = _int(allow_none=True)
+    at = _time()
+    continued = fields.Boolean(required=True, metadata={"description": "The run began on the page before."})
+    continues = fields.Boolean(required=True, metadata={"description": "The run goes on on the next page."})
+    items = fields.List(fields.Nested(LineageStep), required=True)
+
+
 class Lineage(Schema):
     key = _str()
     dataset = _str()
     target = fields.Dict(required=True, allow_none=True, metadata={"anyOf": [*ROW["anyOf"], {"type": "null"}]})
-    items = fields.List(fields.Nested(LineageEntry), required=True)
+    items = fields.List(fields.Nested(LineageEntry), required=True,
+                        metadata={"description": "The page's entries, newest first."})
+    groups = fields.List(fields.Nested(LineageGroup), required=True,
+                         metadata={"description": "The same entries by run, newest run first."})
     next = _next()
 
 
@@ -443,6 +470,7 @@ class Preview(Schema):
 TARGET_FIELDS = tuple(TargetRow._declared_fields)
 DEAD_LETTER_FIELDS = tuple(DeadLetterExport._declared_fields)
 LINEAGE_FIELDS = tuple(LineageEntry._declared_fields)
+LINEAGE_STEP_FIELDS = tuple(LineageStep._declared_fields)
 HISTORY_FIELDS = tuple(HistoryEntry._declared_fields)
 RUN_FIELDS = ("id", "dataset", "shape_version", "kind", "status", "source_name", "source_size", "source_sha256", "retry_of_id",
               "same_file_run_id", "dead_letter_id", "queued_at", "started_at", "finished_at",

@@ -48,7 +48,7 @@ KEY = [{"in": "path", "name": "key", "required": True, "description": "A record 
 @bp.response(200, schemas.Lineage, description="The key's lineage.")
 @errors(404, 503)
 def lineage(key: str, limit, cursor=None, dataset=DEFAULT):
-    """A key's current target row in a dataset and its lineage timeline across runs, newest first."""
+    """A key's current target row in a dataset and its lineage timeline: newest first, and by run."""
     ds = current_dataset(dataset)
     id_cursor(cursor)
     if not queries.storable(key) or len(key) > 256:
@@ -59,4 +59,8 @@ def lineage(key: str, limit, cursor=None, dataset=DEFAULT):
                        + ("" if ds.name == DEFAULT else f" in dataset {ds.name}"))
     return jsonify({"key": key, "dataset": ds.name,
                     "target": data["target"] and pick(data["target"], row_fields(ds)),
-                    "items": [pick(r, schemas.LINEAGE_FIELDS) for r in data["rows"]], "next": data["next"]})
+                    "items": [pick(r, schemas.LINEAGE_FIELDS) for r in data["rows"]],
+                    "groups": [{**pick(grp, ("run_id", "at", "continued", "continues")),
+                                "items": [pick(e, schemas.LINEAGE_STEP_FIELDS) for e in grp["entries"]]}
+                               for grp in data["groups"]],
+                    "next": data["next"]})
