@@ -46,8 +46,8 @@ def test_edit_and_retry_resolves_and_lineage_shows_it(client, conn, write):
     assert "resolved" in body and "<strong>inserted</strong>" in body
     assert 'class="step reprocessed"' in body and 'class="step inserted"' in body  # its history
     lineage = text(client.get("/lineage/v1"))
-    assert lineage.index('class="step inserted"') < lineage.index('class="step reprocessed"') \
-        < lineage.index('class="step rejected"')  # newest first
+    assert lineage.index('class="step reprocessed"') < lineage.index('class="step inserted"') \
+        < lineage.index('class="step rejected"')  # newest run first, a run's steps in order
     assert "12.5" in lineage
     again = client.post("/dead-letters/1/reprocess", data={"csrf_token": token(client, "/dead-letters/2")},
                         follow_redirects=True)

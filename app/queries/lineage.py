@@ -112,7 +112,8 @@ def key_variants(conn: Connection, key: str, dataset=None, limit: int = 10) -> l
     for folded in dict.fromkeys((key.strip().translate(_ASCII_LOWER), key.translate(_ASCII_LOWER))):
         after = None
         while len(found) < limit and folded:
-            query = select(func.min(Lineage.key)).where(Lineage.dataset == ds.name, func.lower(Lineage.key) == folded)
+            query = (select(Lineage.key).where(Lineage.dataset == ds.name, func.lower(Lineage.key) == folded)
+                     .order_by(Lineage.key).limit(1))
             after = conn.execute(query.where(Lineage.key > after) if after is not None else query).scalar()
             if after is None:
                 break
