@@ -30,7 +30,7 @@
     time("run-started", run.started_at);
     if (run.started_at) {
       text("run-watermark-before", run.watermark_before ? run.watermark_before.replace("T", " ") : "none");
-      text("run-watermark-note", "before this run");
+      text("run-watermark-note", "(when the run started)");
     }
     var bar = byId("run-progress");
     if (run.percent === null) bar.removeAttribute("value"); else bar.value = run.percent;

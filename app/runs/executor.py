@@ -114,7 +114,7 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
 
 def duration_text(seconds: float) -> str:
     """A duration as people read it: 45 s, 1 m 05 s, 2 h 03 m."""
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds} s"
     if seconds < 3600:
