@@ -88,6 +88,7 @@ class _Lost(Exception):
 Progress = Callable[[str, int, int], None]
 # A progress callback that also has a `follow(counts)` method is handed the run's StageCounts as it
 # starts reading: their `skipped` and `rejected` grow as the records are read (for a live page).
+
 # What each phase a run reports (the first argument of its progress callback) means, in plain words.
 PHASES = {"reading": "reading the file", "classifying": "checking against the table",
           "waiting for the write lock": "waiting for another run to finish", "applying": "saving",

@@ -85,7 +85,8 @@ def run_status(conn: Connection, run_ids: list[int]) -> list[dict]:
     wanted = run_ids[:100]
     if not wanted:
         return []
-    rows = [dict(r._mapping) for r in conn.execute(select(Run).where(Run.id.in_(wanted)))]
+    columns = [Run.__table__.c[name] for name in (*_STATUS_COLUMNS, "options")]  # warnings_of reads the options
+    rows = [dict(r._mapping) for r in conn.execute(select(*columns).where(Run.id.in_(wanted)))]
     missing = sorted(set(wanted) - {r["id"] for r in rows})
     rows += pending_runs(conn, missing) if missing else []
     ahead = _ahead(conn, [r["id"] for r in rows if r["status"] == "queued"])
