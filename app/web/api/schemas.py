@@ -247,9 +247,7 @@ class Progress(Schema):
         unknown = EXCLUDE  # the reporter may add counters
 
     phase = _str()
-    records = fields.Integer(metadata={"description": "Records read so far."})
-    skipped = fields.Integer(metadata={"description": "Records skipped so far (older than the watermark)."})
-    rejected = fields.Integer(metadata={"description": "Records rejected so far."})
+    records = fields.Integer()
     bytes_read = fields.Integer()
     file_size = fields.Integer(allow_none=True)
 
