@@ -40,5 +40,7 @@
     show(mode);
   });
   show(remembered());
+  // Times a live page puts in later (run.js, live.js) follow the chosen zone too.
+  document.addEventListener("sluice:times", function () { show(button.getAttribute("data-mode")); });
   button.hidden = false;
 })();

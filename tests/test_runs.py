@@ -207,8 +207,8 @@ def test_progress_reporter_writes_a_readable_file_and_raises_when_cancelled(svc,
     path = svc.progress_dir / "77.json"
     reporter = ProgressReporter(path, 77, 1000, cancelled)
     reporter("reading", 20000, 400)
-    assert svc.progress(77) == {"run_id": 77, "phase": "reading", "records": 20000, "bytes_read": 400,
-                                "file_size": 1000, "updated_at": svc.progress(77)["updated_at"]}
+    assert svc.progress(77) == {"run_id": 77, "phase": "reading", "records": 20000, "skipped": 0, "rejected": 0,
+                                "bytes_read": 400, "file_size": 1000, "updated_at": svc.progress(77)["updated_at"]}
     reporter("applying", 20000, 0)  # a phase change is written at once; bytes read stay at their maximum
     assert (svc.progress(77)["phase"], svc.progress(77)["bytes_read"]) == ("applying", 400)
     cancelled.set()

@@ -86,6 +86,15 @@ class _Lost(Exception):
 
 
 Progress = Callable[[str, int, int], None]
+# A progress callback that also has a `follow(counts)` method is handed the run's StageCounts as it
+# starts reading: their `skipped` and `rejected` grow as the records are read (for a live page).
+
+# What each phase a run reports (the first argument of its progress callback) means, in plain words.
+PHASES = {"reading": "reading the file", "classifying": "checking against the table",
+          "waiting for the write lock": "waiting for another run to finish", "applying": "saving",
+          "committing": "saving", "done": "done"}
+DRY_RUN_REJECTS = 100  # a dry run keeps this many of its would-be rejects with its record
+DRY_RUN_RAW = 2_000  # characters of each one's raw record
 # Who executes a run once it is recorded: `supervise(run_id, execute)` calls `execute(progress)`. The
 # run service passes one for `cli` and `reprocess` runs, so that they get the same progress reporter
 # and cancel watcher as queued runs.
@@ -209,11 +218,13 @@ def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item
             files.pop().close()
 
     with conn.begin():
-        shape_version = _shape_version(conn, run.dataset)
-    # A run that was cancelled, interrupted or finished meanwhile is not executed (again).
+        shape_version, wm_seen = _dataset_state(conn, run.dataset)
+    # A run that was cancelled, interrupted or finished meanwhile is not executed (again). Its page
+    # shows the watermark it sees from now on, whatever its outcome.
     started = _set(conn, run_id, Run.status.in_(("queued", "running")), Run.applied_seq.is_(None),
                    *((Run.worker == run.worker,) if run.worker else ()),
-                   status="running", started_at=now_text(), error=None, shape_version=shape_version)
+                   status="running", started_at=now_text(), error=None, shape_version=shape_version,
+                   watermark_before=wm_seen)
     if not started:
         status = read_run(conn, run_id).status
         raise RunFailed(run_id, f"run {run_id} is {status}; it was not executed")
@@ -286,14 +297,25 @@ def _applied_version(conn: Connection):
     return conn.execute(select(func.max(Run.applied_seq))).scalar()
 
 
-def _shape_version(conn: Connection, name: str) -> int | None:
-    """The current shape version of a dataset (None when it is gone)."""
+def _dataset_state(conn: Connection, name: str) -> tuple[int | None, str | None]:
+    """The current shape version and watermark of a dataset ((None, None) when it is gone)."""
     from ..datasets.registry import DatasetError, get_dataset
 
     try:
-        return get_dataset(conn, name).version
+        dataset = get_dataset(conn, name)
     except DatasetError:
-        return None
+        return None, None
+    return dataset.version, watermark.current(conn, dataset.watermark)
+
+
+def _first_rejects(conn: Connection) -> str:
+    """A dry run's first would-be rejects, in file order, as JSON for its record; each raw cut to DRY_RUN_RAW."""
+    table = stage.rejected
+    rows = conn.execute(select(table.c.pos, table.c.line, table.c.key, table.c.error, table.c.detail,
+                               func.substr(table.c.raw, 1, DRY_RUN_RAW).label("raw"),
+                               func.length(table.c.raw).label("raw_length"))
+                        .order_by(table.c.pos).limit(DRY_RUN_REJECTS))
+    return json.dumps([{**r._asdict(), "truncated": r.raw_length > DRY_RUN_RAW} for r in rows], ensure_ascii=False)
 
 
 def _loadable(conn: Connection, name: str):
@@ -318,16 +340,24 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
             conn.exec_driver_sql("PRAGMA cache_size = -65536")
         dataset = _loadable(conn, run.dataset)
         wm_before = watermark.current(conn, dataset.watermark)
+        shown = conn.execute(select(Run.watermark_before).where(Run.id == run_id)).scalar()
+    if wm_before != shown:  # moved since the run started: its page shows the one it reads under
+        _set(conn, run_id, *_owned(run), watermark_before=wm_before)
     wm_for_skip = None if options.ignore_watermark or dl_ids is not None else wm_before
     latest = canonical(utc_now() + settings.future_tolerance)
 
     def tick(records: int) -> None:
         report("reading", records, bytes_read())
 
+    counts = stage.StageCounts()
+    follow = getattr(report, "follow", None)
+    if follow is not None:
+        follow(counts)
     report("reading", 0, 0)
     with conn.begin():
         staging = stage.create(conn, dataset)
-        counts = stage.fill(staging, source(), watermark=wm_for_skip, latest=latest, dl_ids=dl_ids, tick=tick)
+        stage.fill(staging, source(), watermark=wm_for_skip, latest=latest, dl_ids=dl_ids, tick=tick, counts=counts)
+        rejects = _first_rejects(conn) if options.dry_run else None
     result = {"input_records": counts.input_records, "skipped": counts.skipped,
               "rejected": counts.rejected, "staged": counts.staged, "shape_version": dataset.version}
 
@@ -337,7 +367,8 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
                    f"({counts.rejected / considered:.1%}), over the reject threshold of "
                    f"{options.max_reject_rate:.1%}; nothing was loaded")
         _set(conn, run_id, *_owned(run), Run.applied_seq.is_(None), status="failed", error=message,
-             finished_at=now_text(), watermark_before=wm_before, watermark_after=wm_before, **result)
+             finished_at=now_text(), watermark_before=wm_before, watermark_after=wm_before,
+             dry_run_rejects=rejects, **result)
         raise RunFailed(run_id, message)
 
     report("classifying", counts.input_records, 0)
@@ -384,7 +415,7 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
                 raise _Lost()
     except _DryRun:
         if not _set(conn, run_id, *_owned(run), status="succeeded", finished_at=now_text(),
-                    lock_seconds=time.perf_counter() - locked_at, **result):
+                    lock_seconds=time.perf_counter() - locked_at, dry_run_rejects=rejects, **result):
             raise _Lost() from None
     # The run has committed: what follows is best effort, too late to fail or cancel it.
     with contextlib.suppress(Exception):
@@ -492,6 +523,7 @@ def run_file(conn: Connection, path: str | Path, *, kind: str = "cli", options: 
 
 __all__ = [
     "MAX_RECORD_BYTES",
+    "PHASES",
     "AuditOf",
     "Options",
     "RunCancelled",

@@ -141,25 +141,25 @@ def bulk_insert(conn: Connection, table: str, columns: list[str], rows: list[tup
 
 
 def fill(staging: Staging, items: Iterable[Item], *, watermark: str | None, latest: str,
-         dl_ids: dict | None = None, tick: Callable[[int], None] | None = None) -> StageCounts:
+         dl_ids: dict | None = None, tick: Callable[[int], None] | None = None,
+         counts: StageCounts | None = None) -> StageCounts:
     """Read every item into the staging tables with the dataset's validator, classified; return the counts.
 
     `watermark` is None when it does not apply (none yet, or a backfill); `latest` is the newest
     acceptable version (now plus the tolerance); `dl_ids` maps positions to the dead letters a
-    reprocess run retries; `tick(records)` is called every few thousand records.
+    reprocess run retries; `tick(records)` is called every few thousand records. `counts`, when
+    given, is the StageCounts filled: its skipped and rejected are exact at any moment (for progress).
     """
     conn = staging.conn
     validator = staging.dataset.validator
     validate, version_of, usable_key = validator.validate, validator.version_of, validator.usable_key
     stage_columns = [c.name for c in staging.staged.columns]
-    counts = StageCounts()
+    counts = StageCounts() if counts is None else counts
     errors = counts.errors
     good, old, bad, retry = [], [], [], []
 
     def flush() -> None:
         counts.staged += len(good)
-        counts.skipped += len(old)
-        counts.rejected += len(bad)
         for table, columns, rows in ((STAGE, stage_columns, good), (SKIP, SKIP_COLUMNS, old),
                                      (REJECT, REJECT_COLUMNS, bad), (RETRY, RETRY_COLUMNS, retry)):
             bulk_insert(conn, table, columns, rows)
@@ -176,11 +176,13 @@ def fill(staging: Staging, items: Iterable[Item], *, watermark: str | None, late
         if type(record) is Unreadable:  # malformed, or over the record limit: kept as its text
             raw = item.text or ""
             bad.append((item.pos, item.line, None, record.code, record.detail, raw, fingerprint(raw, record.code)))
+            counts.rejected += 1
             errors[record.code] = errors.get(record.code, 0) + 1
         else:
             version = version_of(record) if watermark is not None and type(record) is dict else None
             if version is not None and version < watermark:
                 old.append((item.pos, item.line, usable_key(record), version))
+                counts.skipped += 1
             else:
                 try:
                     good.append((item.pos, item.line, *validate(record, latest)))
@@ -188,6 +190,7 @@ def fill(staging: Staging, items: Iterable[Item], *, watermark: str | None, late
                     raw = dumps(record)
                     bad.append((item.pos, item.line, usable_key(record), exc.code, exc.detail, raw,
                                 fingerprint(raw, exc.code)))
+                    counts.rejected += 1
                     errors[exc.code] = errors.get(exc.code, 0) + 1
         if n % BATCH == 0:
             counts.input_records = n

@@ -1,5 +1,7 @@
 """Run history: keyset pages of runs, one run in full, live status of a few, and the lineage a run wrote."""
+import json
 import math
+from bisect import bisect_left
 from dataclasses import asdict
 from types import SimpleNamespace
 
@@ -7,12 +9,14 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.engine import Connection
 
 from ..datasets.registry import DEFAULT, resolve
-from ..intake import pending_runs
+from ..intake import ALL, pending_runs
 from ..models import Lineage, Run
 from ..pipeline.run import Options, warnings_of
 from .paging import decode_cursor, encode_cursor, ints, keyset_page, one_int, page_limit
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+COUNT_COLUMNS = ("input_records", "skipped", "rejected", "staged", "superseded", "inserted", "updated", "unchanged",
+                 "stale", "dead_letters", "lineage_entries")
 
 def runs_page(conn: Connection, dataset=None, *, status: str | None = None, cursor: str | None = None,
               before: str | None = None, limit: int | None = None) -> dict:
@@ -53,22 +57,42 @@ def run_detail(conn: Connection, run_id: int) -> dict | None:
     run["retried_by"] = [r.id for r in later]  # retries and backfills alike (both are kind `retry`)
     run["backfilled_by"] = [r.id for r in later if Options.from_json(r.options).backfill_of == run_id]
     run["loaded"] = run["inserted"] + run["updated"]
+    run["dry_run_rejects"] = json.loads(run["dry_run_rejects"]) if run.get("dry_run_rejects") else None
+    run["ahead"] = _ahead(conn, [run["id"]]).get(run["id"]) if run["status"] == "queued" else None
     return run
 
 
-_STATUS_COLUMNS = ("id", "status", "input_records", "inserted", "updated", "rejected", "skipped", "error",
-                   "started_at", "finished_at")
+def _ahead(conn: Connection, queued: list[int]) -> dict[int, int]:
+    """How many runs are queued or running before each of these queued runs (the queue is in id order)."""
+    if not queued:
+        return {}
+    top = max(queued)
+    before = list(conn.execute(select(Run.id).where(Run.status.in_(("queued", "running")), Run.id < top)).scalars())
+    before += [r["id"] for r in pending_runs(conn, dataset=ALL) if r["status"] == "queued" and r["id"] < top]
+    before.sort()
+    return {i: bisect_left(before, i) for i in queued}
+
+
+_STATUS_COLUMNS = ("id", "dataset", "kind", "status", "created_by", "cancel_requested", "queued_at", "started_at",
+                   "finished_at", "watermark_before", "watermark_after", "error", *COUNT_COLUMNS)
 
 
 def run_status(conn: Connection, run_ids: list[int]) -> list[dict]:
-    """The status, counts and warnings of a few runs, for live pages."""
+    """The status, times, watermarks, every count and the warnings of a few runs, for live pages.
+
+    A queued run also says how many runs are `ahead` of it; every row has `loaded` (inserted + updated).
+    """
     wanted = run_ids[:100]
     if not wanted:
         return []
-    rows = [dict(r._mapping) for r in conn.execute(select(Run).where(Run.id.in_(wanted)))]
+    columns = [Run.__table__.c[name] for name in (*_STATUS_COLUMNS, "options")]  # warnings_of reads the options
+    rows = [dict(r._mapping) for r in conn.execute(select(*columns).where(Run.id.in_(wanted)))]
     missing = sorted(set(wanted) - {r["id"] for r in rows})
     rows += pending_runs(conn, missing) if missing else []
-    return [{**{k: r[k] for k in _STATUS_COLUMNS}, "warnings": warnings_of(SimpleNamespace(**r))} for r in rows]
+    ahead = _ahead(conn, [r["id"] for r in rows if r["status"] == "queued"])
+    return [{**{k: r.get(k) for k in _STATUS_COLUMNS}, "dataset": r.get("dataset") or DEFAULT,
+             "cancel_requested": bool(r.get("cancel_requested")), "loaded": r["inserted"] + r["updated"],
+             "ahead": ahead.get(r["id"]), "warnings": warnings_of(SimpleNamespace(**r))} for r in rows]
 
 
 def run_lineage(conn: Connection, run_id: int, *, cursor: str | None = None, limit: int | None = None) -> dict:

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -21,10 +22,12 @@ from sqlalchemy.engine import Engine
 from ..database import checkpoint, write_transaction
 from ..models import Run
 from ..pipeline import RunCancelled
+from ..pipeline.run import PHASES
 from ..pipeline.validate import now_text
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5
+ESTIMATE_AFTER = 3.0  # seconds of reading before the time left is estimated
 
 
 class Executor(Protocol):
@@ -44,7 +47,11 @@ class ProgressReporter:
                  interval: float = PROGRESS_INTERVAL):
         self.path, self.run_id, self.file_size, self.cancelled = path, run_id, file_size, cancelled
         self.interval = interval
-        self._phase, self._last, self._bytes = None, 0.0, 0
+        self._phase, self._last, self._bytes, self._counts = None, 0.0, 0, None
+
+    def follow(self, counts) -> None:
+        """Report the skipped and rejected records so far from `counts` (the pipeline's StageCounts)."""
+        self._counts = counts
 
     def __call__(self, phase: str, records: int, bytes_read: int) -> None:
         # After "done" the run has committed: a cancel then is too late, not a rollback.
@@ -55,9 +62,64 @@ class ProgressReporter:
         if phase == self._phase and now - self._last < self.interval:
             return
         self._phase, self._last = phase, now
+        counts = self._counts
         write_json_atomically(self.path, {"run_id": self.run_id, "phase": phase, "records": records,
+                                          "skipped": counts.skipped if counts else 0,
+                                          "rejected": counts.rejected if counts else 0,
                                           "bytes_read": self._bytes, "file_size": self.file_size,
                                           "updated_at": now_text()})
+
+
+def live_state(run: dict, progress: dict | None) -> dict:
+    """How far a run is, in the words its page and progress.json share (one place for both).
+
+    `run` is a run's row (with `ahead`, the runs before a queued one, when known) and `progress`
+    what its reporter wrote. Gives `phase_label`, `percent` (of the file read), `time_left` (an
+    estimate while reading, from the bytes read per second since it started; none in its first
+    seconds or for a file of unknown size) and `so_far` (records read, skipped and rejected).
+    """
+    status, phase = run["status"], (progress or {}).get("phase")
+    if status == "queued":
+        ahead = run.get("ahead")
+        label = "waiting for its turn" + ("" if ahead is None else " (next in line)" if ahead == 0
+                                          else f" ({ahead:,} run{'s' if ahead > 1 else ''} ahead)")
+    elif status == "running":
+        label = PHASES.get(phase, phase) if phase else "starting"
+        if run.get("cancel_requested") and phase != "done":
+            label += " (stopping: cancel requested)"
+    else:
+        label = status
+    state = {"phase_label": label, "percent": None, "time_left": None, "time_left_seconds": None, "so_far": None}
+    if status != "running" or not progress:
+        return state
+    state["so_far"] = {"input_records": progress.get("records", 0), "skipped": progress.get("skipped", 0),
+                       "rejected": progress.get("rejected", 0)}
+    size, done = progress.get("file_size"), progress.get("bytes_read") or 0
+    if not size:
+        return state
+    state["percent"] = min(100, 100 * done // size)
+    elapsed = _seconds_between(run.get("started_at"), progress.get("updated_at"))
+    if phase == "reading" and done and elapsed is not None and elapsed >= ESTIMATE_AFTER:
+        left = max(0, round((size - done) * elapsed / done))
+        state["time_left_seconds"], state["time_left"] = left, f"about {duration_text(left)} left to read"
+    return state
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    try:
+        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
+def duration_text(seconds: float) -> str:
+    """A duration as people read it: 45 s, 1 m 05 s, 2 h 03 m."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} m {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} m"
 
 
 def write_json_atomically(path: Path, data: dict) -> None:

@@ -23,7 +23,7 @@ from ..pipeline import Options, RunFailed, Settings, execute_run, run_file, warn
 from ..pipeline import reprocess as reprocess_dead_letters
 from ..pipeline.run import upload_audit, writable_dataset
 from .errors import RunStateError
-from .executor import PROGRESS_INTERVAL, Body, Execution, Executor, ThreadExecutor
+from .executor import PROGRESS_INTERVAL, Body, Execution, Executor, ThreadExecutor, live_state
 from .housekeeping import housekeep
 from .liveness import Liveness
 from .queue import QUEUE_KINDS, RunQueue
@@ -122,8 +122,13 @@ class RunService:
                             actor=actor, audit_of=audit_of if actor is not None else None)
 
     def progress(self, run_id: int) -> dict | None:
-        """The live progress of a running run (phase, records, bytes_read, file_size), or None."""
+        """The live progress of a running run (phase, records, skipped, rejected, bytes_read, file_size), or None."""
         return self.execution.progress(run_id)
+
+    def live(self, run: dict) -> dict:
+        """A run's row with its live progress and how far it is in words (`live_state`), for its page and poll."""
+        progress = self.progress(run["id"]) if run["status"] in ("queued", "running") else None
+        return {**run, "progress": progress, **live_state(run, progress)}
 
     def run_file(self, path: str | Path, *, options: Options | None = None, dataset="events",
                  actor: Actor | None = None) -> dict:

@@ -49,28 +49,25 @@ def show(run_id: int):
         g.dataset = current_dataset(run["dataset"])  # the page's links stay in the run's dataset
         letters = queries.dead_letters_page(conn, g.dataset, run_id=run_id, limit=20)
         lineage = queries.run_lineage(conn, run_id, cursor=request.args.get("lineage"))
-    progress = current_service().progress(run_id) if run["status"] in ("queued", "running") else None
-    return render_template("runs/show.html", run=run, letters=letters, lineage=lineage, progress=progress,
+    return render_template("runs/show.html", run=current_service().live(run), letters=letters, lineage=lineage,
                            file_gone=_file_gone(run), summary=summary_of(SimpleNamespace(**run)), form=ActionForm())
 
 
 @bp.get("/<int:run_id>/progress.json")
 @requires(VIEWER)
 def progress(run_id: int):
-    """A running run's phase and counts, polled by its page."""
+    """A run's status, times, watermarks, counts and, while it runs, its progress in words: polled by its page."""
     with db.engine.connect() as conn:
         rows = queries.run_status(conn, [run_id])
     if not rows:
         return jsonify({"error": {"code": "not_found", "message": f"There is no run {run_id}."}}), 404
-    data = rows[0]
-    data["progress"] = current_service().progress(run_id) if data["status"] in ("queued", "running") else None
-    return jsonify(data)
+    return jsonify(current_service().live(rows[0]))
 
 
 @bp.get("/status.json")
 @requires(VIEWER)
 def status():
-    """The status and counts of a few runs (`?ids=1,2,3`), polled by the home page."""
+    """The status, times and counts of a few runs (`?ids=1,2,3`), polled by the home page and the runs list."""
     ids = [i for i in (_int(x) for x in request.args.get("ids", "").split(",")) if i is not None]
     with db.engine.connect() as conn:
         rows = queries.run_status(conn, ids)

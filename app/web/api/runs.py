@@ -16,7 +16,10 @@ MAX_ID = schemas.MAX_ID
 
 
 def run_json(row: dict, svc) -> dict:
-    """A run as the API shows it: its record, options, live progress while running, summary when done."""
+    """A run as the API shows it: its record, options, live progress while running, summary when done.
+
+    A dry run's first would-be rejects are kept with it (`dry_run_rejects`, null for any other run).
+    """
     out = pick(row, schemas.RUN_FIELDS)
     out["cancel_requested"] = bool(out["cancel_requested"])
     out["options"] = json.loads(row.get("options") or "{}")
@@ -25,6 +28,8 @@ def run_json(row: dict, svc) -> dict:
     out["progress"] = svc.progress(row["id"]) if row["status"] == "running" else None
     out["summary"] = summary_of(SimpleNamespace(**row)) if row.get("finished_at") else None
     out["warnings"] = warnings_of(SimpleNamespace(**row))
+    rejects = row.get("dry_run_rejects")  # parsed by run_detail, JSON text in a page's rows
+    out["dry_run_rejects"] = json.loads(rejects) if isinstance(rejects, str) else rejects
     out["dataset"] = row.get("dataset") or "events"
     out["url"] = url_for("api.get_run", run_id=row["id"])
     return out

@@ -276,6 +276,19 @@ for _count in COUNTS:
     Summary._declared_fields[_count] = fields.Integer()
 
 
+class WouldReject(Schema):
+    """A record a dry run would have rejected (one of its first 100, in file order)."""
+
+    pos = _int()
+    line = _int(allow_none=True)
+    key = _str(allow_none=True)
+    error = _str()
+    detail = _str()
+    raw = _str(metadata={"description": "The record as received, cut to its first 2,000 characters."})
+    raw_length = _int(metadata={"description": "The raw record's whole length in characters."})
+    truncated = fields.Boolean(required=True, metadata={"description": "Whether `raw` was cut."})
+
+
 class Run(Schema):
     id = _int()
     dataset = _str()
@@ -304,6 +317,9 @@ class Run(Schema):
     progress = fields.Nested(Progress, required=True, allow_none=True)
     summary = fields.Nested(Summary, required=True, allow_none=True)
     warnings = fields.List(fields.Nested(Warning), required=True, metadata=WARNINGS)
+    dry_run_rejects = fields.List(fields.Nested(WouldReject), required=True, allow_none=True, metadata={
+        "description": "A dry run's first 100 would-be rejects, in file order, kept with its record (null for "
+                       "a run that is not a dry run, or one that has not read its file)."})
     url = _str()
 
 
