@@ -13,6 +13,8 @@ from .dead_letters import (
     DEAD_LETTER_STATUSES,
     ERROR_CODES,
     READER_CODES,
+    SEARCH_MAX,
+    SEARCH_MIN,
     VERSION_CODES,
     dead_letter,
     dead_letter_count,
@@ -22,6 +24,7 @@ from .dead_letters import (
     dead_letters_page,
     error_codes,
     iter_dead_letters,
+    next_open_dead_letter,
 )
 from .lineage import key_variants, lineage_of_key, similar_keys
 from .overview import datasets_overview, latest_runs, overview
@@ -54,10 +57,11 @@ from .watermarks import watermark_page
 
 __all__ = [
     "DEAD_LETTER_STATUSES", "DEFAULT", "DENSE_PREFIX", "ERROR_CODES", "MAX_PAGE", "PAGE", "READER_CODES",
-    "RUN_STATUSES", "TARGET_SORTS", "VERSION_CODES", "WATERMARK", "BadCursor", "UnknownField", "datasets_overview",
+    "RUN_STATUSES", "SEARCH_MAX", "SEARCH_MIN", "TARGET_SORTS", "VERSION_CODES", "WATERMARK", "BadCursor", "UnknownField", "datasets_overview",
     "dead_letter", "dead_letter_count", "dead_letter_counts", "dead_letter_ids", "dead_letter_tallies",
     "dead_letters_page", "decode_cursor", "encode_cursor", "error_codes", "iter_dead_letters", "iter_target",
-    "key_variants", "keyset_page", "latest_runs", "lineage_of_key", "one_int", "overview", "page_limit", "prefix_range",
+    "key_variants", "keyset_page", "latest_runs", "lineage_of_key", "next_open_dead_letter", "one_int", "overview",
+    "page_limit", "prefix_range",
     "run_detail", "run_lineage", "run_status", "runs_page", "searchable_fields", "similar_keys", "storable",
     "target_columns", "target_page", "target_row", "target_search", "target_sorts", "watermark_page",
 ]

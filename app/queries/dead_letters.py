@@ -1,12 +1,22 @@
-"""Dead letters: error codes, filtered keyset pages, counts per code and status, selections, one in full."""
+"""Dead letters: error codes, filtered and searched keyset pages, counts per code and status, selections, one in full.
+
+Search (`text`): a case-insensitive substring of the raw record, of the attempted edit (`last_raw`)
+or of the detail. On PostgreSQL an ILIKE that pg_trgm's GIN indexes serve (a scan where the
+extension could not be created); on SQLite a LIKE (case-insensitive for ASCII letters only, as
+SQLite's LIKE is) whose candidates come from the FTS5 trigram table when they are few, and that is
+tested row by row along the id index when they are many (a page of those is near at hand). Text
+shorter than SEARCH_MIN has no trigram: the views refuse it; called directly it scans.
+`key_prefix`: a range of the (dataset, key, id) index. Unstorable text matches nothing.
+"""
 from collections.abc import Iterator
 
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import and_, column, false, func, or_, select, tuple_
+from sqlalchemy import text as sql
 from sqlalchemy.engine import Connection
 
 from ..datasets.registry import Dataset, resolve
 from ..models import DeadLetter, Lineage
-from .paging import MAX_PAGE, decode_cursor, keyset_page, one_int, page_limit
+from .paging import MAX_PAGE, decode_cursor, keyset_page, one_int, page_limit, prefix_range, storable
 
 DEAD_LETTER_STATUSES = ("open", "resolved", "discarded")
 # Codes of a record that could not be read as an object at all, before any field is looked at.
@@ -23,7 +33,42 @@ def error_codes(dataset: Dataset) -> tuple[str, ...]:
     return (*READER_CODES, "missing_key", "invalid_key", *payload, *VERSION_CODES)
 
 
-def _dead_letter_filter(query, *, dataset: str, error: str | None, status: str | None, run_id: int | None):
+SEARCH_MIN = 3  # a trigram index needs three characters
+SEARCH_MAX = 200
+# Below this many FTS candidates a SQLite search reads them by id; at or above it, matches are
+# dense enough that walking the id index newest first and testing each row finds a page sooner
+# than reading every candidate (which a common term makes hundreds of thousands).
+SPARSE_CAP = 5000
+_SEARCHED = (DeadLetter.raw, DeadLetter.last_raw, DeadLetter.detail)
+_FTS_CANDIDATES = " UNION ALL ".join(f"SELECT rowid FROM dead_letters_fts WHERE {c.key} LIKE :fts_pattern"
+                                     for c in _SEARCHED)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _text_condition(conn: Connection, text: str):
+    """Rows holding `text` in raw, last_raw or detail, ignoring case (see the module's docstring)."""
+    pattern = f"%{_escape_like(text)}%"
+    if conn.dialect.name != "sqlite":
+        return or_(*[c.ilike(pattern, escape="\\") for c in _SEARCHED])
+    # SQLite's LIKE ignores the case of ASCII letters (the FTS5 trigram table folds more, so its
+    # candidates are a superset: the LIKE decides).
+    matches = or_(*[c.like(pattern, escape="\\") for c in _SEARCHED])
+    if len(text) < SEARCH_MIN:
+        return matches
+    # FTS5 serves LIKE only without ESCAPE: there `%` and `_` in the text are wildcards, which
+    # only widens the candidates.
+    fts_pattern = f"%{text}%"
+    capped = conn.execute(sql(f"SELECT count(*) FROM ({_FTS_CANDIDATES} LIMIT :cap)"),
+                          {"fts_pattern": fts_pattern, "cap": SPARSE_CAP}).scalar()
+    candidates = sql(_FTS_CANDIDATES).bindparams(fts_pattern=fts_pattern).columns(column("rowid"))
+    return and_(DeadLetter.id.in_(candidates), matches) if capped < SPARSE_CAP else matches
+
+
+def _dead_letter_filter(query, conn: Connection, *, dataset: str, error: str | None, status: str | None,
+                        run_id: int | None, text: str | None = None, key_prefix: str | None = None):
     query = query.where(DeadLetter.dataset == dataset)
     if error:
         query = query.where(DeadLetter.error == error)
@@ -31,13 +76,19 @@ def _dead_letter_filter(query, *, dataset: str, error: str | None, status: str |
         query = query.where(DeadLetter.status == status)
     if run_id is not None:
         query = query.where(DeadLetter.run_id == run_id)
+    if not storable(text) or not storable(key_prefix):
+        return query.where(false())
+    if key_prefix:
+        query = query.where(prefix_range(DeadLetter.key, key_prefix))
+    if text:
+        query = query.where(_text_condition(conn, text))
     return query
 
 
 def dead_letters_page(conn: Connection, dataset=None, *, error: str | None = None, status: str | None = None,
-                      run_id: int | None = None, cursor: str | None = None, before: str | None = None,
-                      limit: int | None = None) -> dict:
-    """A dataset's dead letters newest first, filtered by error code, status and run, a keyset page at a time."""
+                      run_id: int | None = None, text: str | None = None, key_prefix: str | None = None,
+                      cursor: str | None = None, before: str | None = None, limit: int | None = None) -> dict:
+    """A dataset's dead letters newest first, filtered by error code, status, run, text and key prefix, a keyset page at a time."""
     name = resolve(conn, dataset).name
     query = _dead_letter_filter(
         select(DeadLetter.id, DeadLetter.run_id, DeadLetter.last_run_id, DeadLetter.pos, DeadLetter.line,
@@ -45,65 +96,84 @@ def dead_letters_page(conn: Connection, dataset=None, *, error: str | None = Non
                DeadLetter.created_at, DeadLetter.updated_at, DeadLetter.attempts, DeadLetter.sightings,
                DeadLetter.outcome, DeadLetter.resolved_run_id, DeadLetter.reason, DeadLetter.dataset,
                DeadLetter.updated_by),
-        dataset=name, error=error, status=status, run_id=run_id)
+        conn, dataset=name, error=error, status=status, run_id=run_id, text=text, key_prefix=key_prefix)
     page = keyset_page(conn, query, (DeadLetter.id,), key_of=lambda r: (r["id"],), limit=page_limit(limit),
                  after=one_int(decode_cursor(cursor, 1)), before=one_int(decode_cursor(before, 1)), descending=True)
-    page.update(dataset=name, error=error, status=status, run_id=run_id)
+    page.update(dataset=name, error=error, status=status, run_id=run_id, text=text, key_prefix=key_prefix)
     return page
 
 
-def dead_letter_counts(conn: Connection, dataset=None, *, status: str | None = None,
-                       run_id: int | None = None) -> list[dict]:
-    """How many of a dataset's dead letters there are per error code (within a status and run)."""
+def dead_letter_counts(conn: Connection, dataset=None, *, status: str | None = None, run_id: int | None = None,
+                       text: str | None = None, key_prefix: str | None = None) -> list[dict]:
+    """How many of a dataset's dead letters there are per error code (within a status, run and search)."""
     name = resolve(conn, dataset).name
-    query = _dead_letter_filter(select(DeadLetter.error, func.count().label("n")), dataset=name, error=None,
-                                status=status, run_id=run_id).group_by(DeadLetter.error).order_by(DeadLetter.error)
-    return [{"error": e, "n": n} for e, n in conn.execute(query)]
+    query = _dead_letter_filter(select(DeadLetter.error, func.count().label("n")), conn, dataset=name, error=None,
+                                status=status, run_id=run_id, text=text, key_prefix=key_prefix)
+    return [{"error": e, "n": n} for e, n in conn.execute(query.group_by(DeadLetter.error).order_by(DeadLetter.error))]
 
 
-def dead_letter_tallies(conn: Connection, dataset=None, *, run_id: int | None = None) -> dict:
-    """A dataset's dead letters per error code (any status) and per status, of one run or of all.
+def dead_letter_tallies(conn: Connection, dataset=None, *, status: str | None = None, run_id: int | None = None,
+                        text: str | None = None, key_prefix: str | None = None) -> dict:
+    """A dataset's dead letters per error code within the status (and run and search) a list shows, and per status.
 
-    Both are counted over the (dataset, error, id) and (dataset, status, id) indexes alone; a count
-    per error code within a status reads every row of that status, which at 50k dead letters costs
-    more than a page.
+    `errors` counts within `status` (any status for None), so that the counts beside a list add up
+    to it; `statuses` and `total` count every status within the run and search, to offer the other
+    statuses. Without a search both are counted over the (dataset, status, error, id) and (dataset,
+    status, id) indexes alone; a search counts the rows it matches.
     """
     name = resolve(conn, dataset).name
-    by_status = _dead_letter_filter(select(DeadLetter.status, func.count().label("n")), dataset=name, error=None,
-                                    status=None, run_id=run_id).group_by(DeadLetter.status)
+    search = {"run_id": run_id, "text": text, "key_prefix": key_prefix}
+    by_status = _dead_letter_filter(select(DeadLetter.status, func.count().label("n")), conn, dataset=name,
+                                    error=None, status=None, **search).group_by(DeadLetter.status)
     statuses = dict(conn.execute(by_status).all())
-    return {"errors": dead_letter_counts(conn, name, run_id=run_id),
+    return {"errors": dead_letter_counts(conn, name, status=status, **search),
             "statuses": [{"status": s, "n": statuses.get(s, 0)} for s in DEAD_LETTER_STATUSES],
             "total": sum(statuses.values())}
 
 
 def dead_letter_count(conn: Connection, dataset=None, *, error: str | None = None, status: str | None = None,
-                      run_id: int | None = None) -> int:
+                      run_id: int | None = None, text: str | None = None, key_prefix: str | None = None) -> int:
     """How many of a dataset's dead letters a filter selects (what a bulk action would touch)."""
-    query = _dead_letter_filter(select(func.count()).select_from(DeadLetter), dataset=resolve(conn, dataset).name,
-                                error=error, status=status, run_id=run_id)
+    query = _dead_letter_filter(select(func.count()).select_from(DeadLetter), conn,
+                                dataset=resolve(conn, dataset).name, error=error, status=status, run_id=run_id,
+                                text=text, key_prefix=key_prefix)
     return conn.execute(query).scalar()
 
 
 def dead_letter_ids(conn: Connection, dataset=None, *, error: str | None = None, status: str | None = None,
-                    run_id: int | None = None) -> list[int]:
+                    run_id: int | None = None, text: str | None = None, key_prefix: str | None = None) -> list[int]:
     """The ids of every dead letter of a dataset a filter selects, oldest first (for bulk actions)."""
-    query = _dead_letter_filter(select(DeadLetter.id), dataset=resolve(conn, dataset).name, error=error,
-                                status=status, run_id=run_id)
+    query = _dead_letter_filter(select(DeadLetter.id), conn, dataset=resolve(conn, dataset).name, error=error,
+                                status=status, run_id=run_id, text=text, key_prefix=key_prefix)
     return [i for (i,) in conn.execute(query.order_by(DeadLetter.id))]
 
 
 def iter_dead_letters(conn: Connection, dataset=None, *, error: str | None = None, status: str | None = None,
-                      run_id: int | None = None, batch: int = 2000) -> Iterator[dict]:
+                      run_id: int | None = None, text: str | None = None, key_prefix: str | None = None,
+                      batch: int = 2000) -> Iterator[dict]:
     """Every dead letter of a dataset a filter selects, newest first, in keyset batches (for streamed exports)."""
     name = resolve(conn, dataset).name
     cursor = None
     while True:
-        page = dead_letters_page(conn, name, error=error, status=status, run_id=run_id, cursor=cursor, limit=batch)
+        page = dead_letters_page(conn, name, error=error, status=status, run_id=run_id, text=text,
+                                 key_prefix=key_prefix, cursor=cursor, limit=batch)
         yield from page["rows"]
         cursor = page["next"]
         if cursor is None:
             return
+
+
+def next_open_dead_letter(conn: Connection, dl_id: int, dataset=None, *, error: str | None = None,
+                          run_id: int | None = None, text: str | None = None,
+                          key_prefix: str | None = None) -> int | None:
+    """The open dead letter after `dl_id` in list order (newest first) within a filter, else the newest other one."""
+    if dataset is None:  # the dead letter's own dataset
+        dataset = conn.execute(select(DeadLetter.dataset).where(DeadLetter.id == dl_id)).scalar()
+    query = _dead_letter_filter(select(DeadLetter.id), conn, dataset=resolve(conn, dataset).name, error=error,
+                                status="open", run_id=run_id, text=text, key_prefix=key_prefix)
+    newest_first = query.order_by(DeadLetter.id.desc()).limit(1)
+    return (conn.execute(newest_first.where(DeadLetter.id < dl_id)).scalar()
+            or conn.execute(newest_first.where(DeadLetter.id != dl_id)).scalar())
 
 
 def dead_letter(conn: Connection, dl_id: int) -> dict | None:

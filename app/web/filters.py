@@ -197,7 +197,8 @@ _ERROR_CODE = re.compile(r"^[a-z_][a-z0-9_]{0,79}$")
 
 
 class DeadLetterView(Schema):
-    """The dead-letter view of a dataset: error code (one of the dataset's), status and the run that first saw them."""
+    """The dead-letter view of a dataset: error code (one of the dataset's), status, the run that first saw them,
+    text searched (`q`) and key prefix."""
 
     class Meta:
         unknown = EXCLUDE
@@ -209,6 +210,17 @@ class DeadLetterView(Schema):
                            metadata={"description": "Only this status."})
     run = Int(text=True, validate=validate.Range(1, MAX_ID),
               metadata={"description": "Only those first seen by this run."})
+    key = text(256, metadata={"description": "Only those whose key starts with this prefix (surrounding "
+                                             "whitespace ignored)."})
+    # (Declared after `key`: this attribute hides the module's `text` in the class body.)
+    # Shorter text has no trigram to look up (an index cannot serve it): refused, never scanned.
+    text = fields.String(data_key="q", validate=[
+        validate.Length(queries.SEARCH_MIN, queries.SEARCH_MAX,
+                        error=f"search text must be {queries.SEARCH_MIN} to {queries.SEARCH_MAX} characters"),
+        no_bad_text], metadata={
+            "pattern": TEXT_PATTERN,
+            "description": "Only those whose raw record, attempted edit or detail contains this text (ignoring "
+                           f"case; {queries.SEARCH_MIN} to {queries.SEARCH_MAX} characters)."})
 
     @post_load
     def _view(self, data, **kwargs):
@@ -216,7 +228,8 @@ class DeadLetterView(Schema):
         error = data.pop("error", None)
         if error is not None and error not in queries.error_codes(ds):
             raise ValidationError({"error": [f"not an error code of {ds.name}"]})
-        view = {"dataset": ds, "error": error, "status": data.pop("status", None), "run_id": data.pop("run", None)}
+        view = {"dataset": ds, "error": error, "status": data.pop("status", None), "run_id": data.pop("run", None),
+                "text": data.pop("text", None), "key_prefix": _prefix(data.pop("key", None))}
         return {**data, "view": view}
 
 

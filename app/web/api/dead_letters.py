@@ -76,7 +76,8 @@ def list_dead_letters(view, limit, cursor=None, format=None):
 
     def both(conn):
         return (queries.dead_letters_page(conn, cursor=cursor, limit=limit, **view),
-                queries.dead_letter_counts(conn, view["dataset"], status=view["status"], run_id=view["run_id"]))
+                queries.dead_letter_counts(conn, view["dataset"], status=view["status"], run_id=view["run_id"],
+                                           text=view["text"], key_prefix=view["key_prefix"]))
 
     page, counts = read(both)
     return jsonify({"items": [dead_letter_json(r) for r in page["rows"]], "next": page["next"],
