@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from ..config import ConfigError
+from ..config import ConfigError, upload_url
 from ..formatting import human_bytes
 from ..pipeline import InputError, TooLarge, sniff
 
@@ -146,7 +146,7 @@ class ObjectUploadStore(UploadStore):
         options = {"endpoint": endpoint} if endpoint else {}
         allow_http = bool(endpoint and endpoint.startswith("http://")) or environ.get("AWS_ALLOW_HTTP") == "true"
         self.client = S3Store.from_url(self.url, client_options={"allow_http": allow_http}, **options)
-        self.folder = None
+        self.folder = None  # no local folder (RunService.upload_dir)
 
     def _key(self, path: str | Path) -> str:
         return str(path)[len(self.prefix()):]
@@ -237,20 +237,18 @@ class _ObjectFile:
 
 def open_store(url: str | Path, max_bytes: int | None) -> UploadStore:
     """The upload store named by `url` (`SLUICE_UPLOAD_URL`): a folder path, `file:///abs/folder` or `s3://bucket/prefix`."""
-    text = str(url)
-    scheme = urlsplit(text).scheme.lower() if "://" in text else ""
-    if scheme == "":
-        return UploadStore(text, max_bytes)
+    text = upload_url(str(url)) or str(url)  # ConfigError for a scheme Sluice does not know
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower() if "://" in text else ""
+    if scheme in ("s3", "s3a"):
+        if not parts.netloc:
+            raise ConfigError(f"SLUICE_UPLOAD_URL {text!r} names no bucket: use s3://bucket/prefix")
+        return ObjectUploadStore(text, max_bytes)
     if scheme == "file":
-        parts = urlsplit(text)
         if parts.netloc not in ("", "localhost"):
             raise ConfigError(f"SLUICE_UPLOAD_URL {text!r} names another host: use file:///absolute/folder")
         return UploadStore(unquote(parts.path), max_bytes)
-    if scheme in ("s3", "s3a"):
-        if not urlsplit(text).netloc:
-            raise ConfigError(f"SLUICE_UPLOAD_URL {text!r} names no bucket: use s3://bucket/prefix")
-        return ObjectUploadStore(text, max_bytes)
-    raise ConfigError(f"SLUICE_UPLOAD_URL must be a folder, file:///folder or s3://bucket/prefix, not {text[:80]!r}")
+    return UploadStore(text, max_bytes)
 
 
 def sha256_of(path: str | Path) -> str:
