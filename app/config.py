@@ -129,6 +129,20 @@ def trusted_hosts(value: str) -> list[str]:
     return names
 
 
+UPLOAD_SCHEMES = ("file", "s3", "s3a")
+
+
+def upload_url(value: str) -> str | None:
+    """`SLUICE_UPLOAD_URL` checked for its scheme (a plain path has none), or None when unset."""
+    value = value.strip()
+    if not value:
+        return None
+    if "://" in value and value.partition("://")[0].lower() not in UPLOAD_SCHEMES:
+        raise ConfigError(f"SLUICE_UPLOAD_URL must be a folder, file:///folder or s3://bucket/prefix, "
+                          f"not {value[:80]!r}")
+    return value
+
+
 def defaults(instance_path: str) -> dict:
     """The configuration of a Sluice app, read from the environment (`SLUICE_*`) with defaults."""
     return {
@@ -142,6 +156,9 @@ def defaults(instance_path: str) -> dict:
         "SLUICE_MAX_RECORD_BYTES": _int("SLUICE_MAX_RECORD_BYTES", 16 * MiB),
         "SLUICE_FUTURE_TOLERANCE_SECONDS": _int("SLUICE_FUTURE_TOLERANCE_SECONDS", 86400),
         "SLUICE_UPLOAD_DIR": os.environ.get("SLUICE_UPLOAD_DIR", str(Path(instance_path) / "uploads")),
+        # Where uploads are stored: a folder (a path or file:///folder) or s3://bucket/prefix; when
+        # unset, SLUICE_UPLOAD_DIR (its older name) or the instance folder's uploads/.
+        "SLUICE_UPLOAD_URL": upload_url(os.environ.get("SLUICE_UPLOAD_URL", "")),
         "SLUICE_FILE_RETENTION_HOURS": _int("SLUICE_FILE_RETENTION_HOURS", 24 * 7),
         "SLUICE_EMBEDDED_WORKER": os.environ.get("SLUICE_EMBEDDED_WORKER", "1") != "0",
         "SLUICE_RUN_LEASE_SECONDS": _int("SLUICE_RUN_LEASE_SECONDS", 60),

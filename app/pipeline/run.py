@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import BinaryIO
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
@@ -59,6 +60,9 @@ class Settings:
     future_tolerance: timedelta = timedelta(days=1)
     max_upload_bytes: int | None = None
     max_record_bytes: int = MAX_RECORD_BYTES
+    # Opens a run's recorded file_path for reading (the upload store's, for paths it owns);
+    # raises FileNotFoundError when the file is gone.
+    open_source: Callable[[str], BinaryIO] = lambda path: open(path, "rb")  # noqa: SIM115
 
 
 class RunFailed(Exception):
@@ -199,9 +203,10 @@ def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item
     def source() -> Iterable[Item]:
         if items is not None:
             return items()
-        if not run.file_path or not Path(run.file_path).exists():
-            raise InputError("the run's file is no longer stored")
-        files.append(open(run.file_path, "rb"))  # noqa: SIM115 - closed by close_files
+        try:
+            files.append(settings.open_source(run.file_path or ""))  # closed by close_files
+        except FileNotFoundError:
+            raise InputError("the run's file is no longer stored") from None
         # Reported per chunk read, so that progress moves and a cancel stops the run even where the
         # file holds no record (white space, or a record over the limit being skipped).
         reader = Reader(files[-1], settings.max_decompressed_bytes, settings.max_upload_bytes,

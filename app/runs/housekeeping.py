@@ -1,6 +1,5 @@
 """Housekeeping: remove stored uploads once every run of theirs ended longer than the retention ago."""
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, timedelta
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.engine import Engine
@@ -32,7 +31,7 @@ def housekeep(engine: Engine, store: UploadStore, retention: timedelta, now=None
                 busy = conn.execute(select(Run.id).where(
                     Run.file_path == path, Run.file_removed_at.is_(None),
                     (Run.finished_at.is_(None)) | (Run.finished_at >= cutoff)).limit(1)).first()
-                if busy is not None or path in waiting or _modified_after(Path(path), cutoff):
+                if busy is not None or path in waiting or _modified_after(store, path, cutoff):
                     continue
                 conn.execute(update(Run).where(Run.file_path == path, Run.file_removed_at.is_(None))
                              .values(file_removed_at=now_text()))
@@ -41,10 +40,7 @@ def housekeep(engine: Engine, store: UploadStore, retention: timedelta, now=None
     return removed
 
 
-def _modified_after(path: Path, cutoff: str) -> bool:
+def _modified_after(store: UploadStore, path: str, cutoff: str) -> bool:
     """Whether a stored file was written after `cutoff` (uploaded again, its run not recorded yet)."""
-    try:
-        mtime = path.stat().st_mtime
-    except FileNotFoundError:
-        return False
-    return canonical(datetime.fromtimestamp(mtime, UTC).replace(tzinfo=None)) >= cutoff
+    written = store.modified_at(path)
+    return written is not None and canonical(written.astimezone(UTC).replace(tzinfo=None)) >= cutoff

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from ..accounts import audit
 from ..accounts.actor import Actor
-from ..config import pipeline_settings
+from ..config import ConfigError, pipeline_settings
 from ..models import Run
 from ..pipeline import Options, RunFailed, Settings, execute_run, run_file, warnings_of
 from ..pipeline import reprocess as reprocess_dead_letters
@@ -27,7 +27,7 @@ from .executor import PROGRESS_INTERVAL, Body, Execution, Executor, ThreadExecut
 from .housekeeping import housekeep
 from .liveness import Liveness
 from .queue import QUEUE_KINDS, RunQueue
-from .store import UploadStore, sha256_of
+from .store import file_available, open_store, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,9 @@ class RunService:
     def __init__(self, engine: Engine, *, settings: Settings, upload_dir: str | Path, state_dir: str | Path,
                  max_upload_bytes: int | None, retention_hours: float, lease_seconds: float = 60.0,
                  heartbeat_seconds: float = 5.0, progress_interval: float = PROGRESS_INTERVAL):
-        self.engine, self.settings = engine, settings
-        self.store = UploadStore(upload_dir, max_upload_bytes)
+        # `upload_dir`: the upload store's folder or URL (`SLUICE_UPLOAD_URL`).
+        self.store = open_store(upload_dir, max_upload_bytes)
+        self.engine, self.settings = engine, replace(settings, open_source=self.store.open)
         self.queue = RunQueue(engine)
         self.execution = Execution(engine, Path(state_dir) / "progress", heartbeat_seconds=heartbeat_seconds,
                                    progress_interval=progress_interval)
@@ -155,7 +156,7 @@ class RunService:
     @staticmethod
     def file_available(run) -> bool:
         """Whether a run's stored file can still be read (for a retry)."""
-        return UploadStore.available(run.file_path, run.file_removed_at)
+        return file_available(run.file_path, run.file_removed_at)
 
     def drain(self, *, poll: float = 0.1) -> list[int]:
         """Execute every queued run now, in queue order, in the calling thread; return their ids."""
@@ -287,13 +288,18 @@ def init_app(app) -> RunService:
 
     with app.app_context():
         engine = db.engine
-    service = RunService(
-        engine, settings=pipeline_settings(app.config), upload_dir=app.config["SLUICE_UPLOAD_DIR"],
-        state_dir=app.instance_path, max_upload_bytes=app.config["SLUICE_MAX_UPLOAD_BYTES"],
-        retention_hours=app.config["SLUICE_FILE_RETENTION_HOURS"],
-        lease_seconds=app.config["SLUICE_RUN_LEASE_SECONDS"],
-        heartbeat_seconds=app.config["SLUICE_HEARTBEAT_SECONDS"],
-        progress_interval=app.config["SLUICE_PROGRESS_INTERVAL"])
+    try:
+        service = RunService(
+            engine, settings=pipeline_settings(app.config),
+            upload_dir=app.config.get("SLUICE_UPLOAD_URL") or app.config["SLUICE_UPLOAD_DIR"],
+            state_dir=app.instance_path, max_upload_bytes=app.config["SLUICE_MAX_UPLOAD_BYTES"],
+            retention_hours=app.config["SLUICE_FILE_RETENTION_HOURS"],
+            lease_seconds=app.config["SLUICE_RUN_LEASE_SECONDS"],
+            heartbeat_seconds=app.config["SLUICE_HEARTBEAT_SECONDS"],
+            progress_interval=app.config["SLUICE_PROGRESS_INTERVAL"])
+        service.store.check()
+    except ConfigError as exc:  # a bad upload URL, or a bucket that cannot be reached: one line and no start
+        raise SystemExit(f"Sluice cannot start: {exc}") from None
     app.extensions["sluice_runs"] = service
     embedded = app.config["SLUICE_EMBEDDED_WORKER"] and not app.config.get("SLUICE_DB_ERROR")
     if embedded and _should_start_worker():
