@@ -1,14 +1,14 @@
 """lineage key lookup: an index on (dataset, lower(key), key) for "did you mean" across case
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-02
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0006'
-down_revision = '0004'  # the lead re-chains this after 0005: only this line changes
+down_revision = '0005'  # the lead re-chains this after 0005: only this line changes
 branch_labels = None
 depends_on = None
 
