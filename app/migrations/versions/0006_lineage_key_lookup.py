@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0006'
-down_revision = '0005'  # the lead re-chains this after 0005: only this line changes
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
