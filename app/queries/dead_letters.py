@@ -10,7 +10,7 @@ shorter than SEARCH_MIN has no trigram: the views refuse it; called directly it 
 """
 from collections.abc import Iterator
 
-from sqlalchemy import and_, column, false, func, or_, select, tuple_
+from sqlalchemy import and_, column, false, func, literal, or_, select, tuple_, union_all
 from sqlalchemy import text as sql
 from sqlalchemy.engine import Connection
 
@@ -112,23 +112,55 @@ def dead_letter_counts(conn: Connection, dataset=None, *, status: str | None = N
     return [{"error": e, "n": n} for e, n in conn.execute(query.group_by(DeadLetter.error).order_by(DeadLetter.error))]
 
 
+# The counts beside a list stop here ("10,000+"): an exact count of a million dead letters reads
+# every entry of an index (about a second), a capped one at most this many per code.
+COUNT_CAP = 10_000
+
+# The error codes a dataset's dead letters have, one index probe of (dataset, error, id) per code (a
+# loose index scan): cheap however many rows, and it finds codes of fields a later shape dropped.
+_CODES_PRESENT = sql(
+    "WITH RECURSIVE codes(e) AS ("
+    " SELECT min(error) FROM dead_letters WHERE dataset = :dataset"
+    " UNION ALL"
+    " SELECT (SELECT min(error) FROM dead_letters WHERE dataset = :dataset AND error > codes.e)"
+    " FROM codes WHERE codes.e IS NOT NULL"
+    ") SELECT e FROM codes WHERE e IS NOT NULL")
+
+
+def _capped_counts(conn: Connection, base, column, values) -> dict:
+    """How many rows of `base` hold each of `values` in `column`, each counted up to COUNT_CAP + 1, in one statement."""
+    if not values:
+        return {}
+    parts = [select(literal(v).label("v"), func.count().label("n"))
+             .select_from(base.where(column == v).limit(COUNT_CAP + 1).subquery()) for v in values]
+    return dict(conn.execute(union_all(*parts)).all())
+
+
+def _tally(n: int) -> dict:
+    return {"n": min(n, COUNT_CAP), "capped": n > COUNT_CAP}
+
+
 def dead_letter_tallies(conn: Connection, dataset=None, *, status: str | None = None, run_id: int | None = None,
                         text: str | None = None, key_prefix: str | None = None) -> dict:
     """A dataset's dead letters per error code within the status (and run and search) a list shows, and per status.
 
     `errors` counts within `status` (any status for None), so that the counts beside a list add up
     to it; `statuses` and `total` count every status within the run and search, to offer the other
-    statuses. Without a search both are counted over the (dataset, status, error, id) and (dataset,
-    status, id) indexes alone; a search counts the rows it matches.
+    statuses. Each count stops at COUNT_CAP (`capped` says so), so that a million dead letters cost
+    what ten thousand do; a bulk action counts its selection exactly (`dead_letter_count`).
     """
     name = resolve(conn, dataset).name
-    search = {"run_id": run_id, "text": text, "key_prefix": key_prefix}
-    by_status = _dead_letter_filter(select(DeadLetter.status, func.count().label("n")), conn, dataset=name,
-                                    error=None, status=None, **search).group_by(DeadLetter.status)
-    statuses = dict(conn.execute(by_status).all())
-    return {"errors": dead_letter_counts(conn, name, status=status, **search),
-            "statuses": [{"status": s, "n": statuses.get(s, 0)} for s in DEAD_LETTER_STATUSES],
-            "total": sum(statuses.values())}
+    base = _dead_letter_filter(select(literal(1)), conn, dataset=name, error=None, status=None, run_id=run_id,
+                               text=text, key_prefix=key_prefix)
+    statuses = _capped_counts(conn, base, DeadLetter.status, DEAD_LETTER_STATUSES)
+    codes = [c for (c,) in conn.execute(_CODES_PRESENT, {"dataset": name})]
+    within = base.where(DeadLetter.status == status) if status else base
+    errors = _capped_counts(conn, within, DeadLetter.error, codes)
+    total = sum(statuses.values())
+    return {"errors": [{"error": e, **_tally(n)} for e, n in sorted(errors.items()) if n],
+            "statuses": [{"status": s, **_tally(statuses.get(s, 0))} for s in DEAD_LETTER_STATUSES],
+            "total": min(total, COUNT_CAP), "total_capped": any(n > COUNT_CAP for n in statuses.values())
+            or total > COUNT_CAP}
 
 
 def dead_letter_count(conn: Connection, dataset=None, *, error: str | None = None, status: str | None = None,
