@@ -549,3 +549,13 @@ class ShapeDocument(Schema):
 
     class Meta:
         unknown = EXCLUDE
+
+
+# --- dead-letter triage ------------------------------------------------------------------------------
+
+class BulkReopenBody(BulkBody):
+    """Which discarded dead letters to reopen: those a filter selects, or listed ids (not both)."""
+
+    ids = fields.List(Int(validate=validate.Range(1, MAX_ID)), validate=validate.Length(min=1), metadata={
+        "description": "These dead letters (at most 500), each discarded and of the dataset; `confirm` is their "
+                       "count. Instead of `filter`."})
