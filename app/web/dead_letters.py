@@ -8,7 +8,16 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 from .. import queries
 from ..config import pipeline_settings
 from ..extensions import db
-from ..pipeline import DeadLetterError, RunFailed, discard, jsontext, parse_edit, reopen, retry_hint, select_ids
+from ..pipeline import (
+    DeadLetterError,
+    RunFailed,
+    discard,
+    jsontext,
+    parse_edit,
+    reopen,
+    retry_hint,
+    select_ids,
+)
 from ..pipeline.dead_letters import ACTION_STATUS, MAX_SELECTION, Selection
 from ..pipeline.validate import utc_now
 from ..runs import current_service
@@ -268,7 +277,7 @@ def bulk_confirm():
     with db.engine.connect() as conn:
         if picked:
             try:
-                selection = select_ids(conn, _picked_ids(request.args.getlist("ids")), dataset=filters["dataset"],
+                selection = select_ids(conn, _picked_ids(request.args.getlist("ids")), dataset=filters["dataset"].name,
                                        action=action)
             except DeadLetterError as exc:
                 refused = str(exc)
@@ -322,7 +331,7 @@ def bulk():
     with db.engine.connect() as conn:
         if form.ids.data:
             try:
-                selection = select_ids(conn, form.ids.data, dataset=filters["dataset"], action=action)
+                selection = select_ids(conn, form.ids.data, dataset=filters["dataset"].name, action=action)
             except DeadLetterError as exc:
                 flash(f"{exc}. Nothing was done.", "error")
                 return redirect(back, 303)
