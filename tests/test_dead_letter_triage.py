@@ -199,7 +199,7 @@ def test_api_bulk_reopen_by_ids_and_by_filter(client, conn, write, make_user, ap
     conflict = client.post("/api/dead-letters/reopen", json={"ids": [2, 3], "confirm": 1})
     assert conflict.status_code == 409 and "2 (open)" in conflict.get_json()["error"]["message"]
     assert client.post("/api/dead-letters/reopen", json={"ids": [99], "confirm": 1}).status_code == 404
-    assert client.post("/api/dead-letters/reopen", json={"ids": [3], "filter": {}, "confirm": 1}).status_code == 400
+    assert client.post("/api/dead-letters/reopen", json={"ids": [3], "filter": {}, "confirm": 1}).status_code == 422
     stale = client.post("/api/dead-letters/reopen", json={"filter": {"error": "invalid_value"}, "confirm": 2})
     assert stale.status_code == 409 and stale.get_json()["error"]["count"] == 0
     by_filter = client.post("/api/dead-letters/reopen", json={"filter": {}, "confirm": 2})
@@ -211,3 +211,10 @@ def test_api_bulk_reopen_by_ids_and_by_filter(client, conn, write, make_user, ap
     sign_in_as(viewer, make_user("watcher", "viewer"))
     assert viewer.post("/api/dead-letters/reopen", json={"filter": {}, "confirm": 0}).status_code == 403
     assert "/dead-letters/reopen" in client.get("/api/openapi.json").get_data(as_text=True)
+
+
+def test_the_api_caps_a_list_of_ids_as_the_pages_do():
+    from app.pipeline.dead_letters import MAX_SELECTION
+    from app.web.api import schemas
+
+    assert schemas.MAX_SELECTION == MAX_SELECTION

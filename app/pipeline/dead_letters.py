@@ -233,7 +233,6 @@ def select_ids(conn: Connection, ids: list[int], *, dataset: str, action: str) -
 
 _FIELD_CODE = re.compile(r"(missing|invalid)_([a-z_][a-z0-9_]*)")
 _FUTURE = re.compile(r" (\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?)Z? is later than now")
-_UNREADABLE = ("not_an_object", "malformed_json", "record_too_large")
 
 
 def retry_hint(letter: dict, now: datetime, tolerance: timedelta) -> str | None:
@@ -254,10 +253,10 @@ def retry_hint(letter: dict, now: datetime, tolerance: timedelta) -> str | None:
             return None
         return f"a retry will fail the same way until {until.strftime('%Y-%m-%d %H:%M:%S')} (UTC)"
     match = _FIELD_CODE.fullmatch(error)
-    if match is None or error in _UNREADABLE:
+    if match is None:  # a record that could not be read at all: the edit page says what is wrong
         return None
-    verb, name = ("supply", match.group(2)) if match.group(1) == "missing" else ("fix", match.group(2))
-    return f"an edit must {verb} {name}; Reprocess as it is will fail again"
+    verb = "supply" if match.group(1) == "missing" else "fix"
+    return f"an edit must {verb} {match.group(2)}; Reprocess as it is will fail again"
 
 
 __all__ = ["ACTION_STATUS", "MAX_SELECTION", "DeadLetterError", "Selection", "discard", "parse_edit", "reopen",

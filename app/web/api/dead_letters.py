@@ -238,7 +238,7 @@ def bulk_reopen(confirm: int, filter=None, ids=None, dataset="events"):
     """Reopen the discarded dead letters of a dataset that a filter selects, or listed `ids` (at most 500), once
     `confirm` equals their count."""
     if ids is not None and filter is not None:
-        raise ApiError(400, "bad_request", "send either 'ids' or 'filter', not both")
+        raise ApiError(422, "invalid", "send either 'ids' or 'filter', not both")
     ids = _picked(dataset, ids, confirm, "reopen") if ids is not None else \
         _selection(dataset, filter, confirm, "discarded")
     if not ids:
