@@ -239,13 +239,13 @@ def reopen_one(dl_id: int):
     return _back_to_letter(dl_id)
 
 
-def _matching(conn, filters: dict, action: str) -> list[int]:
-    """The ids of the dead letters of a filter that an action applies to (open ones, or discarded ones)."""
+def _matching(conn, filters: dict, action: str, count: bool = False):
+    """The ids (or, with `count`, how many) of the dead letters of a filter that an action applies to."""
     status = ACTION_STATUS[action]
     if filters["status"] not in (None, status):
-        return []  # a view of other letters holds none the action could touch
-    return queries.dead_letter_ids(conn, filters["dataset"], error=filters["error"], status=status,
-                                   run_id=filters["run_id"], **_search(filters))
+        return 0 if count else []  # a view of other letters holds none the action could touch
+    return (queries.dead_letter_count if count else queries.dead_letter_ids)(
+        conn, filters["dataset"], error=filters["error"], status=status, run_id=filters["run_id"], **_search(filters))
 
 
 _ID = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
@@ -277,14 +277,13 @@ def bulk_confirm():
     with db.engine.connect() as conn:
         if picked:
             try:
-                selection = select_ids(conn, _picked_ids(request.args.getlist("ids")), dataset=filters["dataset"].name,
-                                       action=action)
+                selection = select_ids(conn, _picked_ids(request.args.getlist("ids")),
+                                       dataset=filters["dataset"].name, action=action)
             except DeadLetterError as exc:
                 refused = str(exc)
             count = len(selection.fit) if selection else 0
         else:
-            with conn.begin():
-                count = len(_matching(conn, filters, action))
+            count = _matching(conn, filters, action, count=True)
     form = BulkForm(action=action, error=filters["error"] or "", run=filters["run_id"] or "",
                     status=query_args["status"], q=query_args.get("q", ""), key=query_args.get("key", ""),
                     confirm=count)
