@@ -48,7 +48,7 @@ ROLES = {
     "api.list_target": VIEWER, "api.lineage": VIEWER,
     "api.list_dead_letters": VIEWER, "api.get_dead_letter": VIEWER, "api.reprocess_dead_letter": OPERATOR,
     "api.discard_dead_letter": OPERATOR, "api.reopen_dead_letter": OPERATOR, "api.bulk_reprocess": OPERATOR,
-    "api.bulk_discard": OPERATOR,
+    "api.bulk_discard": OPERATOR, "api.bulk_reopen": OPERATOR,
     "api.list_watermarks": VIEWER, "api.get_watermark": VIEWER, "api.preview_watermark": VIEWER,
     "api.set_watermark": OPERATOR, "api.reset_watermark": OPERATOR,
     "api.list_datasets": VIEWER, "api.get_dataset": VIEWER, "api.shape_schema": VIEWER,

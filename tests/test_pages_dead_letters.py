@@ -15,7 +15,8 @@ BAD = [
 
 
 def _ids(body: str) -> list[int]:
-    return [int(i) for i in re.findall(r'<td><a href="/dead-letters/(\d+)">', body)]
+    # The links keep the list's filter (`?status=…`), so the letter's page knows where it came from.
+    return [int(i) for i in re.findall(r'<td><a href="/dead-letters/(\d+)[?"]', body)]
 
 
 def test_list_filters_and_counts_per_error(client, conn, write):

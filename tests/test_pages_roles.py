@@ -14,7 +14,7 @@ OPERATOR_ACTIONS = [
     ("/", 'action="/upload"'),
     ("/runs/2", 'action="/runs/2/cancel"'),
     ("/dead-letters", 'action="/dead-letters/1/reprocess"'),
-    ("/dead-letters", 'href="/dead-letters/bulk?action=discard'),
+    ("/dead-letters", 'name="action" value="discard"'),  # the selection's bulk buttons
     ("/dead-letters/1", 'action="/dead-letters/1/edit"'),
     ("/dead-letters/1", 'action="/dead-letters/1/discard"'),
     ("/dead-letters/2", 'action="/dead-letters/2/reopen"'),

@@ -3,7 +3,7 @@
 Every function takes a SQLAlchemy Connection that is not inside a transaction: the pipeline
 decides where its transactions begin and end, so that only the final apply holds the write lock.
 """
-from .dead_letters import DeadLetterError, discard, parse_edit, reopen, reprocess
+from .dead_letters import DeadLetterError, discard, parse_edit, reopen, reprocess, retry_hint, select_ids
 from .extract import InputError, TooLarge, sniff
 from .run import (
                   Options,
@@ -33,7 +33,9 @@ __all__ = [
                   "parse_edit",
                   "reopen",
                   "reprocess",
+                  "retry_hint",
                   "run_file",
+                  "select_ids",
                   "sniff",
                   "summary_of",
                   "warnings_of",

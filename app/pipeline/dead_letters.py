@@ -4,6 +4,10 @@ A dead letter belongs to the dataset whose run rejected it: a reprocess retries 
 dataset (its run loads into that dataset and validates by its shape), and the same-record merge on
 reopen only joins dead letters of one dataset.
 """
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
@@ -192,4 +196,68 @@ def reopen(conn: Connection, ids: list[int], *, actor: Actor | None = None) -> i
                           actor=actor, action="reopen", reason=None, then=_merge_same_records)
 
 
-__all__ = ["DeadLetterError", "discard", "parse_edit", "reopen", "reprocess"]
+# The status a dead letter must have for each action: reprocess and discard take open ones, reopen discarded ones.
+ACTION_STATUS = {"reprocess": "open", "discard": "open", "reopen": "discarded"}
+MAX_SELECTION = 500  # ids one selection may name (a page of checkboxes, or an API call's list)
+
+
+@dataclass
+class Selection:
+    """Dead letters an operator picked for an action: those that fit it, and those left out (id → status)."""
+
+    fit: list[int]
+    unfit: dict[int, str] = field(default_factory=dict)
+
+
+def select_ids(conn: Connection, ids: list[int], *, dataset: str, action: str) -> Selection:
+    """Check picked ids for an action in one dataset; raise DeadLetterError when one is unknown or of another dataset.
+
+    Ids are taken in order without repeats, at most MAX_SELECTION of them; those whose status does not
+    fit the action are reported in `unfit`, not dropped silently.
+    """
+    ids = list(dict.fromkeys(int(i) for i in ids))
+    if not ids:
+        raise DeadLetterError("no dead letters selected", "invalid")
+    if len(ids) > MAX_SELECTION:
+        raise DeadLetterError(f"{len(ids)} dead letters selected; at most {MAX_SELECTION} at a time "
+                              "(choose all matching the filter instead)", "invalid")
+    with conn.begin():
+        rows = {row.id: row for row in _load(conn, ids)}
+    foreign = [i for i in ids if i not in rows or rows[i].dataset != dataset]
+    if foreign:
+        raise DeadLetterError(f"no dead letter {', '.join(map(str, foreign[:10]))} in dataset {dataset}", "not_found")
+    wanted = ACTION_STATUS[action]
+    return Selection([i for i in ids if rows[i].status == wanted],
+                     {i: rows[i].status for i in ids if rows[i].status != wanted})
+
+
+_FIELD_CODE = re.compile(r"(missing|invalid)_([a-z_][a-z0-9_]*)")
+_FUTURE = re.compile(r" (\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?)Z? is later than now")
+
+
+def retry_hint(letter: dict, now: datetime, tolerance: timedelta) -> str | None:
+    """Why retrying an open dead letter as it is would fail the same way, or None when it might not.
+
+    A `future_timestamp` fails until its timestamp is within `tolerance` of `now` (naive UTC); a
+    missing or invalid field (the key, the version) fails until an edit supplies or fixes it.
+    """
+    if letter.get("status") != "open":
+        return None
+    error = letter.get("error") or ""
+    if error == "future_timestamp":
+        found = _FUTURE.search(letter.get("detail") or "")
+        if found is None:
+            return None
+        until = datetime.fromisoformat(found.group(1)) - tolerance
+        if until <= now:
+            return None
+        return f"a retry will fail the same way until {until.strftime('%Y-%m-%d %H:%M:%S')} (UTC)"
+    match = _FIELD_CODE.fullmatch(error)
+    if match is None:  # a record that could not be read at all: the edit page says what is wrong
+        return None
+    verb = "supply" if match.group(1) == "missing" else "fix"
+    return f"an edit must {verb} {match.group(2)}; Reprocess as it is will fail again"
+
+
+__all__ = ["ACTION_STATUS", "MAX_SELECTION", "DeadLetterError", "Selection", "discard", "parse_edit", "reopen",
+           "reprocess", "retry_hint", "select_ids"]

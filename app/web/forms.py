@@ -11,6 +11,7 @@ from wtforms import (
     IntegerField,
     MultipleFileField,
     SelectField,
+    SelectMultipleField,
     StringField,
     SubmitField,
     TextAreaField,
@@ -64,11 +65,16 @@ class EditForm(FlaskForm):
 
 
 class BulkForm(FlaskForm):
-    """A confirmed bulk action on the dead letters a filter selects."""
+    """A confirmed bulk action on the dead letters a filter selects, or on picked ones (`ids`) of its view."""
 
     action = HiddenField(validators=[DataRequired()])
     error = HiddenField()
     run = HiddenField()
+    status = HiddenField()
+    q = HiddenField()
+    key = HiddenField()
+    # Rendered as hidden inputs by the template; a value that is not an integer fails the form.
+    ids = SelectMultipleField(coerce=int, validate_choice=False)
     confirm = IntegerField("Count", validators=[InputRequired()])
     reason = StringField("Reason (optional)", validators=[Optional(), Length(max=500), storable_text])
 

@@ -1,4 +1,4 @@
-"""Dead letters over the API: list, export, one, reprocess (as is or edited), discard, reopen, bulk."""
+"""Dead letters over the API: list, export, one, reprocess (as is or edited), discard, reopen, bulk (reopen by ids too)."""
 
 from flask import current_app, jsonify, url_for
 
@@ -162,18 +162,38 @@ def reopen_dead_letter(dl_id: int, dataset=None):
     return jsonify(_letter_or_404(dl_id))
 
 
-def _selection(dataset: str, filter, confirm: int) -> list[int]:
-    """The ids of a dataset's open dead letters a bulk filter selects; 409 unless `confirm` is their count."""
+def _selection(dataset: str, filter, confirm: int, status: str = "open") -> list[int]:
+    """The ids of a dataset's dead letters of `status` a bulk filter selects; 409 unless `confirm` is their count."""
     ds = writable(dataset)
     filter = filter or {}
     if filter.get("error") is not None and filter["error"] not in queries.error_codes(ds):
         raise ApiError(400, "bad_request", f"'filter.error': not an error code of {ds.name}")
-    ids = read(queries.dead_letter_ids, ds, error=filter.get("error"), status="open", run_id=filter.get("run"))
+    ids = read(queries.dead_letter_ids, ds, error=filter.get("error"), status=status, run_id=filter.get("run"))
     if confirm != len(ids):
         raise ApiError(409, "count_mismatch",
-                       f"{len(ids)} open dead letters match this filter, not {confirm}; "
+                       f"{len(ids)} {status} dead letters match this filter, not {confirm}; "
                        f"send \"confirm\": {len(ids)} to act on them", count=len(ids))
     return ids
+
+
+def _picked(dataset: str, ids: list[int], confirm: int, action: str) -> list[int]:
+    """Listed ids of a dataset's dead letters for an action: 404 for one of no dataset's or another's, 409 for one
+    whose status does not fit the action (they are named) or unless `confirm` is their count."""
+    ds = writable(dataset)
+    with db.engine.connect() as conn:
+        try:
+            selection = actions.select_ids(conn, ids, dataset=ds.name, action=action)
+        except DeadLetterError as exc:
+            raise _error(exc) from None
+    wanted = actions.ACTION_STATUS[action]
+    if selection.unfit:
+        named = ", ".join(f"{i} ({s})" for i, s in list(selection.unfit.items())[:20])
+        raise ApiError(409, "conflict", f"{len(selection.unfit)} of the listed dead letters are not {wanted}: "
+                                        f"{named}; nothing was done")
+    if confirm != len(selection.fit):
+        raise ApiError(409, "count_mismatch", f"{len(selection.fit)} dead letters are listed, not {confirm}; "
+                                              f"send \"confirm\": {len(selection.fit)}", count=len(selection.fit))
+    return selection.fit
 
 
 @bp.post("/dead-letters/reprocess")
@@ -204,6 +224,29 @@ def bulk_discard(confirm: int, filter=None, reason=None, dataset="events"):
     with db.engine.connect() as conn:
         try:
             n = actions.discard(conn, ids, reason=reason, actor=current_actor())
+        except DeadLetterError as exc:
+            raise _error(exc) from None
+    return jsonify({"count": n, "run": None})
+
+
+@bp.post("/dead-letters/reopen")
+@requires(OPERATOR)
+@bp.arguments(schemas.DatasetQuery, location="query", as_kwargs=True)
+@bp.arguments(schemas.BulkReopenBody, as_kwargs=True)
+@bp.response(200, schemas.BulkResult, description="How many were reopened.")
+@errors(403, 404, 409, 413, 415, 422, 503)
+def bulk_reopen(confirm: int, filter=None, ids=None, dataset="events"):
+    """Reopen the discarded dead letters of a dataset that a filter selects, or listed `ids` (at most 500), once
+    `confirm` equals their count."""
+    if ids is not None and filter is not None:
+        raise ApiError(422, "invalid", "send either 'ids' or 'filter', not both")
+    ids = _picked(dataset, ids, confirm, "reopen") if ids is not None else \
+        _selection(dataset, filter, confirm, "discarded")
+    if not ids:
+        return jsonify({"count": 0, "run": None})
+    with db.engine.connect() as conn:
+        try:
+            n = actions.reopen(conn, ids, actor=current_actor())
         except DeadLetterError as exc:
             raise _error(exc) from None
     return jsonify({"count": n, "run": None})

@@ -593,3 +593,17 @@ class ShapeDocument(Schema):
 
     class Meta:
         unknown = EXCLUDE
+
+
+# --- dead-letter triage ------------------------------------------------------------------------------
+
+MAX_SELECTION = 500  # the pipeline's MAX_SELECTION (app.pipeline.dead_letters): ids one request may list
+
+class BulkReopenBody(BulkBody):
+    """Which discarded dead letters to reopen: those a filter selects, or listed ids (not both)."""
+
+    filter = fields.Nested(BulkFilter, allow_none=True,
+                           metadata={"description": "Which discarded dead letters: all of them when empty."})
+    ids = fields.List(Int(validate=validate.Range(1, MAX_ID)), validate=validate.Length(1, MAX_SELECTION), metadata={
+        "description": "These dead letters, each discarded and of the dataset; `confirm` is their count. Instead "
+                       "of `filter` (both: 422)."})
