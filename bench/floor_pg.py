@@ -61,11 +61,15 @@ DEAD_LETTERS = ("INSERT INTO dead_letters (dataset, run_id, last_run_id, pos, ke
 
 LINEAGE = "INSERT INTO lineage (dataset, run_id, pos, key, step, at, detail, dead_letter_id) "
 
+# `min(d.id + 0)`, not `min(d.id)`: PostgreSQL turns a bare min(id) into a walk of the (dataset,
+# status, id) index filtered by fingerprint, which dead_letters' missing statistics (never analyzed,
+# its rows inserted by this same transaction) make it pick: one walk over every open dead letter per
+# reject, quadratic (minutes at 1M records). `+ 0` keeps the probe of (dataset, fingerprint, status).
 LINEAGE_READ = (LINEAGE + "SELECT CAST(%(ds)s AS VARCHAR(40)), %(run)s, s.pos, COALESCE(s.key, ''), s.kind, %(now)s, "
                 "CASE s.kind WHEN 'rejected' THEN s.error || ': ' || s.detail "
                 "WHEN 'skipped' THEN 'ts ' || s.ts || ' is older than the watermark ' || %(wm)s "
                 "ELSE 'valid; ts ' || s.ts END, "
-                "CASE WHEN s.kind = 'rejected' THEN (SELECT min(d.id) FROM dead_letters d "
+                "CASE WHEN s.kind = 'rejected' THEN (SELECT min(d.id + 0) FROM dead_letters d "
                 "WHERE d.dataset = CAST(%(ds)s AS VARCHAR(40)) AND d.fingerprint = s.fp AND d.status = 'open') END "
                 "FROM stage s ORDER BY s.key, s.pos")
 
