@@ -61,10 +61,12 @@ DEAD_LETTERS = ("INSERT INTO dead_letters (dataset, run_id, last_run_id, pos, ke
 
 LINEAGE = "INSERT INTO lineage (dataset, run_id, pos, key, step, at, detail, dead_letter_id) "
 
-# `min(d.id + 0)`, not `min(d.id)`: PostgreSQL turns a bare min(id) into a walk of the (dataset,
-# status, id) index filtered by fingerprint, which dead_letters' missing statistics (never analyzed,
-# its rows inserted by this same transaction) make it pick: one walk over every open dead letter per
-# reject, quadratic (minutes at 1M records). `+ 0` keeps the probe of (dataset, fingerprint, status).
+# Known slow (as the pipeline's same subquery): without statistics on dead_letters (never analyzed,
+# its rows inserted by this same transaction) PostgreSQL may probe each reject's dead letter by a
+# walk of the (dataset, status, id) index filtered by fingerprint: one walk over every open dead
+# letter per reject, quadratic. `+ 0` stops the min(id) → index-order rewrite, which is enough in
+# run A of a fresh database but not in run B; an `ANALYZE dead_letters` before this statement (or a
+# hash join with the open dead letters) is the fix still to measure.
 LINEAGE_READ = (LINEAGE + "SELECT CAST(%(ds)s AS VARCHAR(40)), %(run)s, s.pos, COALESCE(s.key, ''), s.kind, %(now)s, "
                 "CASE s.kind WHEN 'rejected' THEN s.error || ': ' || s.detail "
                 "WHEN 'skipped' THEN 'ts ' || s.ts || ' is older than the watermark ' || %(wm)s "
