@@ -1,11 +1,12 @@
 """Benchmark Sluice's pipeline against the hand-written sqlite3 floor on generated files (issue 2, item 8).
 
-    python bench/pipeline.py [--records N] [--only pipeline|floor] [--keep]
+    python bench/pipeline.py [--records N] [--only pipeline|floor] [--keep] [--database-url postgresql://…]
 
 Two files of N records are generated once (cached in bench/out/): A with the generator's defaults and
 B with another seed and a later start, so that B meets a watermark and existing keys (skipped,
 updated, unchanged, stale). Each side loads A into a fresh database, then B on top of it. Every run
-executes in a process of its own, so that its peak RSS is its own.
+executes in a process of its own, so that its peak RSS is its own. With --database-url, both sides
+run on that PostgreSQL server (the floor is then `floor_pg.py`), each in a database of its own.
 """
 import argparse
 import hashlib
@@ -57,6 +58,35 @@ def fresh_database(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+
+
+PG_DATABASES = {"pipeline": "sluice_bench_pipeline", "floor": "sluice_bench_floor"}
+
+
+def is_postgres(db: str) -> bool:
+    return db.startswith("postgresql")
+
+
+def postgres_urls(url: str, side: str) -> tuple[str, str]:
+    """The side's own database on the server `url` names: its SQLAlchemy URL and its libpq URL."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url).set(database=PG_DATABASES[side])
+    return (parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False),
+            parsed.set(drivername="postgresql").render_as_string(hide_password=False))
+
+
+def fresh_postgres_database(sa_url: str) -> None:
+    """A new PostgreSQL database (dropped first if it exists) with Sluice's schema, built by its migrations."""
+    from dataset import _recreate_postgres_database
+
+    from app.database import make_engine
+    from app.schema import upgrade
+
+    _recreate_postgres_database(sa_url)
+    engine = make_engine(sa_url)
     upgrade(engine)
     engine.dispose()
 
@@ -119,6 +149,43 @@ def database_state(db_path: str) -> dict:
     return state
 
 
+# An order-independent digest of a query's rows, computed by the server (lineage reaches millions
+# of rows): the sum of a 60-bit slice of each row's md5, with the row count.
+_PG_DIGEST = "SELECT count(*), COALESCE(sum(('x' || left(md5(CAST(ROW({cols}) AS TEXT)), 15))::bit(60)::bigint), 0) "
+# A future_timestamp detail names the moment of its run ("later than now plus the tolerance (…)").
+_NO_NOW = "regexp_replace({}, ' \\(\\d{{4}}-[^()]*\\)$', '')"
+PG_STATE = {
+    "target": ("key, name, value, ts, run_id", "FROM target"),
+    "lineage": (f"l.dataset, l.run_id, l.pos, l.line, l.key, l.step, {_NO_NOW.format('l.detail')}, l.actor, "
+                "d.pos, d.fingerprint",
+                "FROM lineage l LEFT JOIN dead_letters d ON d.id = l.dead_letter_id"),
+    "dead_letters": (("dataset, run_id, last_run_id, pos, line, key, error, "
+                      f"{_NO_NOW.format('detail')}, raw, fingerprint, status, "
+                      "attempts, sightings, last_raw, outcome, resolved_run_id, reason"),
+                     "FROM dead_letters"),
+    "watermarks": ("name, dataset, value", "FROM watermarks"),
+    "watermark_history": ("name, dataset, old_value, new_value, via, run_id", "FROM watermark_history"),
+    "runs": (f"dataset, kind, status, watermark_before, watermark_after, {', '.join(COUNTS)}", "FROM runs"),
+}
+
+
+def database_state_pg(url: str) -> dict:
+    """What the loads left in a PostgreSQL database: counts and a digest of every row that matters.
+
+    Lineage is compared with its details text and the dead letter it links to (by that one's position
+    and fingerprint, not its id); timestamps and ids are left out.
+    """
+    import psycopg
+
+    with psycopg.connect(url) as db:
+        state = {name: "{} rows, digest {}".format(*db.execute(_PG_DIGEST.format(cols=cols) + source).fetchone())
+                 for name, (cols, source) in PG_STATE.items()}
+        state["lineage_steps"] = dict(db.execute("SELECT step, count(*) FROM lineage GROUP BY step ORDER BY step"))
+        state["watermark"] = (db.execute("SELECT value FROM watermarks WHERE name = 'events_ts'").fetchone()
+                              or (None,))[0]
+    return state
+
+
 def _label(statement: str) -> str:
     text = " ".join(statement.split())
     return text if len(text) <= 100 else f"{text[:58]} … {text[-38:]}"
@@ -133,7 +200,11 @@ def pipeline_child(db_path: str, file_path: str, backfill: bool, cache_mib: int 
     from app.pipeline.run import read_run
 
     rss_before = peak_rss_mb()
-    engine = make_engine(f"sqlite:///{db_path}")
+    postgres = is_postgres(db_path)
+    if postgres:
+        from floor_pg import backend_cpu_seconds
+    sa_url, pg_url = postgres_urls(db_path, "pipeline") if postgres else (f"sqlite:///{db_path}", None)
+    engine = make_engine(sa_url)
     phases: list[tuple[str, float]] = []
     rss_at: list[float] = []  # peak RSS when each phase began
     sql: dict[tuple[str, str], list] = {}
@@ -162,6 +233,11 @@ def pipeline_child(db_path: str, file_path: str, backfill: bool, cache_mib: int 
             rss_at.append(peak_rss_mb())
 
     with engine.connect() as conn:
+        backend = None
+        if postgres:  # the whole run is on this one connection (its TEMP tables are), so one server process
+            with conn.begin():
+                backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            server_cpu = backend_cpu_seconds(backend)
         load = os.getloadavg()[0]
         cpu = cpu_seconds()
         started = time.perf_counter()
@@ -169,6 +245,8 @@ def pipeline_child(db_path: str, file_path: str, backfill: bool, cache_mib: int 
                            progress=progress)
         finished = time.perf_counter()
         cpu = cpu_seconds() - cpu
+        if postgres:
+            server_cpu = backend_cpu_seconds(backend) - server_cpu
         rss = peak_rss_mb()
         lock_seconds = read_run(conn, summary["run_id"]).lock_seconds
     engine.dispose()
@@ -184,27 +262,37 @@ def pipeline_child(db_path: str, file_path: str, backfill: bool, cache_mib: int 
     statements.sort(key=lambda s: -s["seconds"])
     # runs.lock_seconds stops before COMMIT; the lock is held until the COMMIT returns ("done").
     held = phase_seconds.get("applying", 0.0) + phase_seconds.get("committing", 0.0)
-    return {"seconds": finished - started, "cpu_seconds": cpu, "load_average": load,
-            "phases": phase_seconds, "phase_peak_rss_mb": phase_rss,
-            "lock_seconds": lock_seconds, "lock_until_commit_seconds": held, "code": code_version(),
-            "peak_rss_mb": rss, "rss_after_imports_mb": rss_before,
-            "counts": {k: summary[k] for k in COUNTS}, "watermark": summary["watermark"],
-            "sql": statements, "state": database_state(db_path)}
+    result = {"seconds": finished - started, "cpu_seconds": cpu, "load_average": load,
+              "phases": phase_seconds, "phase_peak_rss_mb": phase_rss,
+              "lock_seconds": lock_seconds, "lock_until_commit_seconds": held, "code": code_version(),
+              "peak_rss_mb": rss, "rss_after_imports_mb": rss_before,
+              "counts": {k: summary[k] for k in COUNTS}, "watermark": summary["watermark"],
+              "sql": statements}
+    if postgres:
+        result.update(server_cpu_seconds=server_cpu, state=database_state_pg(pg_url))
+    else:
+        result["state"] = database_state(db_path)
+    return result
 
 
 def floor_child(db_path: str, file_path: str, backfill: bool, cache_mib: int | None) -> dict:
-    """Run the floor on one file."""
+    """Run the floor on one file (`floor_pg` when `db_path` is a PostgreSQL URL)."""
     import floor
+    import floor_pg
 
     rss_before = peak_rss_mb()
     load = os.getloadavg()[0]
     cpu = cpu_seconds()
-    result = floor.run(db_path, file_path, ignore_watermark=backfill, cache_mib=cache_mib)
+    if is_postgres(db_path):
+        pg_url = postgres_urls(db_path, "floor")[1]
+        result = floor_pg.run(pg_url, file_path, ignore_watermark=backfill)
+    else:
+        result = floor.run(db_path, file_path, ignore_watermark=backfill, cache_mib=cache_mib)
     result["cpu_seconds"] = cpu_seconds() - cpu
     result["load_average"] = load
     result["peak_rss_mb"] = peak_rss_mb()
     result["rss_after_imports_mb"] = rss_before
-    result["state"] = database_state(db_path)
+    result["state"] = database_state_pg(pg_url) if is_postgres(db_path) else database_state(db_path)
     return result
 
 
@@ -250,8 +338,9 @@ def print_pipeline(run: str, r: dict) -> None:
     print(f"\n== pipeline, run {run}: {r['seconds']:.1f} s, {rate(n, r['seconds'])} records/s, "
           f"write lock held {r['lock_seconds']:.2f} s by runs.lock_seconds, "
           f"{r['lock_until_commit_seconds']:.2f} s to the end of COMMIT, peak RSS {r['peak_rss_mb']:.0f} MiB "
-          f"(after imports {r['rss_after_imports_mb']:.0f} MiB), CPU {r['cpu_seconds']:.1f} s, "
-          f"load average {r['load_average']:.1f}")
+          f"(after imports {r['rss_after_imports_mb']:.0f} MiB), CPU {r['cpu_seconds']:.1f} s"
+          + (f" (server process {r['server_cpu_seconds']:.1f} s)" if "server_cpu_seconds" in r else "")
+          + f", load average {r['load_average']:.1f}")
     print("   counts: " + ", ".join(f"{k} {v:,}" for k, v in r["counts"].items()))
     sql_by_phase: dict[str, float] = {}
     for s in r["sql"]:
@@ -271,8 +360,9 @@ def print_floor(run: str, r: dict) -> None:
     n = r["counts"]["input_records"]
     print(f"\n== floor, run {run}: {r['seconds']:.1f} s, {rate(n, r['seconds'])} records/s, "
           f"one transaction held {r['lock_seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MiB "
-          f"(after imports {r['rss_after_imports_mb']:.0f} MiB), CPU {r['cpu_seconds']:.1f} s, "
-          f"load average {r['load_average']:.1f}")
+          f"(after imports {r['rss_after_imports_mb']:.0f} MiB), CPU {r['cpu_seconds']:.1f} s"
+          + (f" (server process {r['server_cpu_seconds']:.1f} s)" if "server_cpu_seconds" in r else "")
+          + f", load average {r['load_average']:.1f}")
     print(f"   {'step':38} {'seconds':>8} {'peak RSS MiB':>12}")
     for step, seconds in r["steps"].items():
         print(f"   {step:38} {seconds:8.2f} {r['step_peak_rss_mb'][step]:12.0f}")
@@ -326,17 +416,59 @@ def markdown(results: dict, n: int) -> str:
     return "\n".join(lines)
 
 
+def markdown_pg(results: dict, n: int) -> str:
+    """The PostgreSQL table: wall, client and server CPU, and the apply lock of both sides."""
+    lines = [("| run | records | skipped / rejected / inserted / updated / unchanged / stale / superseded "
+              "| pipeline s | CPU s client / server | apply lock s (recorded / until COMMIT ends) "
+              "| floor s | CPU s client / server | floor transaction s | ratio (wall) | ratio (CPU, both) |"),
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    totals = {side: [0.0, 0.0] for side in ("pipeline", "floor")}
+    for run in results["runs"]:
+        p, f = results["pipeline"].get(run), results["floor"].get(run)
+        c = (p or f)["counts"]
+        mix = " / ".join(f"{c[k]:,}" for k in ("skipped", "rejected", "inserted", "updated", "unchanged",
+                                               "stale", "superseded"))
+        cells = [f"{run} ({DESCRIBE[run]})", f"{c['input_records']:,}", mix]
+        cells += [f"{p['seconds']:.1f}", f"{p['cpu_seconds']:.1f} / {p['server_cpu_seconds']:.1f}",
+                  f"{p['lock_seconds']:.1f} / {p['lock_until_commit_seconds']:.1f}"] if p else ["-"] * 3
+        cells += [f"{f['seconds']:.1f}", f"{f['cpu_seconds']:.1f} / {f['server_cpu_seconds']:.1f}",
+                  f"{f['lock_seconds']:.1f}"] if f else ["-"] * 3
+        cells.append(f"{p['seconds'] / f['seconds']:.2f}" if p and f else "-")
+        cells.append(f"{_both_cpu(p) / _both_cpu(f):.2f}" if p and f else "-")
+        for side, r in (("pipeline", p), ("floor", f)):
+            if r:
+                totals[side][0] += r["seconds"]
+                totals[side][1] += _both_cpu(r)
+        lines.append("| " + " | ".join(cells) + " |")
+    (wall_p, cpu_p), (wall_f, cpu_f) = totals["pipeline"], totals["floor"]
+    if wall_p and wall_f:
+        runs = results["runs"]
+        lines.append(f"| {' + '.join(runs)} | {len(runs) * n:,} | | {wall_p:.1f} | {cpu_p:.1f} | | "
+                     f"{wall_f:.1f} | {cpu_f:.1f} | | {wall_p / wall_f:.2f} | {cpu_p / cpu_f:.2f} |")
+    return "\n".join(lines)
+
+
+def _both_cpu(r: dict) -> float:
+    """CPU time of the client process and of its PostgreSQL server process together."""
+    return r["cpu_seconds"] + r.get("server_cpu_seconds", 0.0)
+
+
 def print_ratios(results: dict, problems: list[str]) -> None:
     """Pipeline / floor per run and in total, by wall time and by CPU time."""
+    postgres = results.get("database") == "postgresql"
     print("\n== pipeline / floor")
-    print(f"   {'':8} {'wall s':>18} {'ratio':>6}   {'CPU s':>18} {'ratio':>6}")
-    keys = ("seconds", "cpu_seconds")
+    print(f"   {'':8} {'wall s':>18} {'ratio':>6}   {'CPU s':>18} {'ratio':>6}"
+          + (f"   {'client + server CPU s':>22} {'ratio':>6}" if postgres else ""))
+    keys = ("seconds", "cpu_seconds") + (("server_cpu_seconds",) if postgres else ())
     rows = [(f"run {run}", results["pipeline"][run], results["floor"][run]) for run in results["runs"]]
     rows.append(("total", *({k: sum(r[k] for r in results[side].values()) for k in keys}
                             for side in ("pipeline", "floor"))))
     for label, p, f in rows:
+        both = (f"   {_both_cpu(p):10.1f} / {_both_cpu(f):9.1f} {_both_cpu(p) / _both_cpu(f):6.2f}"
+                if postgres else "")
         print(f"   {label:8} {p['seconds']:8.1f} / {f['seconds']:7.1f} {p['seconds'] / f['seconds']:6.2f}   "
-              f"{p['cpu_seconds']:8.1f} / {f['cpu_seconds']:7.1f} {p['cpu_seconds'] / f['cpu_seconds']:6.2f}")
+              f"{p['cpu_seconds']:8.1f} / {f['cpu_seconds']:7.1f} {p['cpu_seconds'] / f['cpu_seconds']:6.2f}"
+              + both)
     print("   the floor and the pipeline agree on every count and on the database they leave"
           if not problems else "   DIFFERENCES:\n   " + "\n   ".join(problems))
 
@@ -357,12 +489,20 @@ def print_memory_against_1m(results: dict) -> None:
                   "at 1,000,000")
 
 
-def run_all(results: dict, sides: list[str], files: dict, keep: bool) -> None:
-    """Run every run on every side, each in a process of its own, into `results`."""
+def run_all(results: dict, sides: list[str], files: dict, keep: bool, database_url: str | None = None) -> None:
+    """Run every run on every side, each in a process of its own, into `results`.
+
+    With `database_url` (PostgreSQL), each side gets a database of its own on that server, made anew.
+    """
     n, cache_mib = results["records"], results["cache_mib"]
-    databases = {side: OUT / f"{side}-{n}.db" for side in sides}
-    for db_path in databases.values():
-        fresh_database(db_path)
+    if database_url:
+        databases = dict.fromkeys(sides, database_url)
+        for side in sides:
+            fresh_postgres_database(postgres_urls(database_url, side)[0])
+    else:
+        databases = {side: OUT / f"{side}-{n}.db" for side in sides}
+        for db_path in databases.values():
+            fresh_database(db_path)
     # Interleaved (run A on each side, then B, …): on a shared machine both terms of a ratio see
     # about the same load.
     for run in results["runs"]:
@@ -375,9 +515,23 @@ def run_all(results: dict, sides: list[str], files: dict, keep: bool) -> None:
             result = in_child(child, str(databases[side]), str(path), backfill, cache_mib)
             results[side][run] = result
             (print_pipeline if side == "pipeline" else print_floor)(run, result)
-    if not keep:
-        for db_path in databases.values():
-            remove_database(db_path)
+    if keep:
+        return
+    if database_url:
+        from dataset import drop_database
+
+        for side in sides:
+            drop_database(postgres_urls(database_url, side)[0])
+        return
+    for db_path in databases.values():
+        remove_database(db_path)
+
+
+def _server_version(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(postgres_urls(url, "pipeline")[1].rsplit("/", 1)[0] + "/postgres") as db:
+        return db.execute("SHOW server_version").fetchone()[0]
 
 
 def main() -> None:
@@ -390,7 +544,14 @@ def main() -> None:
                              "SQLite's sorter may use as much again")
     parser.add_argument("--backfill", action="store_true",
                         help="add run C: file A again, ignoring the watermark (unchanged and stale records)")
+    parser.add_argument("--database-url",
+                        help="run both sides on this PostgreSQL server (postgresql://user@host:port/db), in "
+                             f"databases of their own ({', '.join(PG_DATABASES.values())}), made anew and dropped")
     args = parser.parse_args()
+    if args.database_url and not is_postgres(args.database_url):
+        parser.error("--database-url takes a postgresql:// URL; SQLite is the default")
+    if args.database_url and args.cache_mib:
+        parser.error("--cache-mib is SQLite's page cache")
     n = args.records
 
     import sqlite3
@@ -403,17 +564,20 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                     "sqlite": sqlite3.sqlite_version, "load_average": os.getloadavg()},
     }
-    run_all(results, sides, files, args.keep)
+    if args.database_url:
+        results["database"] = "postgresql"
+        results["machine"]["postgresql"] = _server_version(args.database_url)
+    run_all(results, sides, files, args.keep, args.database_url)
 
     problems = compare(results)
     if not args.only:
         print_ratios(results, problems)
-    if n != 1_000_000:
+    if n != 1_000_000 and not args.database_url:
         print_memory_against_1m(results)
-    print("\n" + markdown(results, n))
+    print("\n" + (markdown_pg if args.database_url else markdown)(results, n))
     OUT.mkdir(parents=True, exist_ok=True)
     name = (f"results-{n}{'-' + args.only if args.only else ''}{'-backfill' if args.backfill else ''}"
-            f"{f'-cache{args.cache_mib}' if args.cache_mib else ''}.json")
+            f"{f'-cache{args.cache_mib}' if args.cache_mib else ''}{'-postgresql' if args.database_url else ''}.json")
     (OUT / name).write_text(json.dumps(results, indent=1))
     print(f"\n(results saved to {(OUT / name).relative_to(ROOT)})")
     if problems:
