@@ -8,7 +8,7 @@
   var page = document.getElementById("pick-page");
   var all = document.getElementById("all-matching");
   var count = document.getElementById("selected-count");
-  var matching = Number(form.getAttribute("data-view-count")) || 0;
+  var matching = form.getAttribute("data-view-count") || "0";  // as the page writes it: "1,234", "10,000+"
   var buttons = Array.prototype.slice.call(form.querySelectorAll('button[name="action"]'));
 
   function update() {
@@ -16,9 +16,8 @@
     page.checked = checked > 0 && checked === boxes.length;
     page.indeterminate = checked > 0 && checked < boxes.length;
     boxes.forEach(function (b) { b.disabled = all.checked; });
-    var n = all.checked ? matching : checked;
-    count.textContent = all.checked ? "all " + n.toLocaleString() + " matching selected" : n + " selected";
-    buttons.forEach(function (b) { b.disabled = n === 0; });
+    count.textContent = all.checked ? "all " + matching + " matching selected" : checked + " selected";
+    buttons.forEach(function (b) { b.disabled = all.checked ? matching === "0" : checked === 0; });
   }
 
   page.hidden = false;

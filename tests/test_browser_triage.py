@@ -77,7 +77,6 @@ def test_the_dead_letters_page_does_not_scroll_sideways_on_a_phone(server, refus
         tab.screenshot(path=f"{SHOTS}/phone-dead-letters-triage.png", full_page=True)
 
 
-@pytest.mark.xfail(strict=False, reason="needs dlsearch")
 def test_search_inside_the_raw_record(server, page, discarded):
     page.goto(server + "/dead-letters?status=all")
     page.get_by_label("Text", exact=True).fill("needle")

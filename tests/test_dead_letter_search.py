@@ -85,7 +85,7 @@ def test_counts_follow_the_status_and_the_search(client, conn, letters):
     assert queries.dead_letter_ids(conn, "events", text="zebra") == [1, 3]
 
 
-def test_counts_beside_a_list_stop_at_the_cap_and_say_so(conn, letters, monkeypatch):
+def test_counts_beside_a_list_stop_at_the_cap_and_say_so(client, conn, letters, monkeypatch):
     monkeypatch.setattr("app.queries.dead_letters.COUNT_CAP", 2)
     tallies = queries.dead_letter_tallies(conn, "events")
     assert {s["status"]: (s["n"], s["capped"]) for s in tallies["statuses"]} == {
@@ -94,6 +94,8 @@ def test_counts_beside_a_list_stop_at_the_cap_and_say_so(conn, letters, monkeypa
     assert {e["error"]: (e["n"], e["capped"]) for e in tallies["errors"]} == {
         "invalid_timestamp": (1, False), "invalid_value": (2, True), "missing_name": (1, False)}
     assert queries.dead_letter_count(conn, "events", status="open") == 5  # a bulk action counts exactly
+    page = client.get("/dead-letters").get_data(as_text=True)
+    assert "open <b>2+</b>" in page and "all 4+ matching this filter" in page
 
 
 @pytest.mark.parametrize(("query", "words"), [

@@ -58,34 +58,21 @@ def _link_args(filters: dict) -> dict:
     return {k: v for k, v in _query_args(filters).items() if v != "" and (k, v) != ("status", "open")}
 
 
-# TODO(merge): dlsearch's queries count per error code within a status and find the next open dead
-# letter (`dead_letter_tallies(..., status=...)`, `next_open_dead_letter`); until that branch is merged,
-# these two stand in for them with today's queries. The lead removes the fallbacks.
-_SEARCH_MERGED = hasattr(queries, "next_open_dead_letter")
-
-
 def _tallies(conn, filters: dict) -> dict:
-    if _SEARCH_MERGED:
-        return queries.dead_letter_tallies(conn, g.dataset, status=filters["status"], run_id=filters["run_id"],
-                                           **_search(filters))
-    tallies = queries.dead_letter_tallies(conn, g.dataset, run_id=filters["run_id"])
-    return {**tallies, "errors": queries.dead_letter_counts(conn, g.dataset, status=filters["status"],
-                                                            run_id=filters["run_id"])}
+    return queries.dead_letter_tallies(conn, g.dataset, status=filters["status"], run_id=filters["run_id"],
+                                       text=filters["text"], key_prefix=filters["key_prefix"])
 
 
 def _next_open(conn, dl_id: int, filters: dict) -> int | None:
-    if _SEARCH_MERGED:
-        return queries.next_open_dead_letter(conn, dl_id, filters["dataset"], error=filters["error"],
-                                             run_id=filters["run_id"], **_search(filters))
-    ids = queries.dead_letter_ids(conn, filters["dataset"], error=filters["error"], status="open",
-                                  run_id=filters["run_id"])
-    older = [i for i in ids if i < dl_id]
-    return max(older) if older else max((i for i in ids if i != dl_id), default=None)
+    return queries.next_open_dead_letter(conn, dl_id, filters["dataset"], error=filters["error"],
+                                         run_id=filters["run_id"], text=filters["text"],
+                                         key_prefix=filters["key_prefix"])
 
 
-def _view_count(counts: dict, filters: dict) -> int:
-    """How many dead letters the view shows: the counts per error code are within its status and run."""
-    return sum(c["n"] for c in counts["errors"] if filters["error"] in (None, c["error"]))
+def _view_count(counts: dict, filters: dict) -> str:
+    """How many dead letters the view shows, "20,000+" when a count stopped at its cap (the counts per error code are within its status and run)."""
+    shown = [c for c in counts["errors"] if filters["error"] in (None, c["error"])]
+    return f"{sum(c['n'] for c in shown):,}" + ("+" if any(c["capped"] for c in shown) else "")
 
 
 def _hint():
