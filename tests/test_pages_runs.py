@@ -8,6 +8,9 @@ from app.pipeline import Options, create_run
 from .conftest import SAMPLE_INPUT
 from .test_pages_helpers import text, token, upload
 
+# A watermark as every page writes it (templates/_macros.html `watermark`).
+WATERMARK = '<time class="watermark" datetime="2025-01-15T12:00:00Z">2025-01-15 12:00:00</time>'
+
 
 def _run_ids(body: str) -> list[int]:
     return [int(i) for i in re.findall(r'<tr data-run="(\d+)"', body)]
@@ -47,7 +50,7 @@ def test_run_page_shows_everything_and_the_summary_downloads(client, app):
     first = text(client.get("/runs/1"))
     sha = re.search(r'<dd class="mono wrap">([0-9a-f]{64})</dd>', first).group(1)
     assert "sample.json" in first and "backfill no" in first
-    assert "none → 2025-01-15 12:00:00" in first.replace("&nbsp;", " ")
+    assert f'<span class="muted">none</span> → {WATERMARK}' in first.replace("&nbsp;", " ")
     assert "<code>missing_key</code>" in first and "<code>invalid_value</code>" in first  # its dead letters
     assert first.count('class="step ') == 12  # the run's 12 lineage entries
     second = text(client.get("/runs/2"))

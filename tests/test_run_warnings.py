@@ -103,7 +103,7 @@ def test_all_skipped_offers_a_backfill_that_loads_the_records(client, app, all_s
     oper = make_user("oper", "operator")
     sign_in_as(client, oper)
     page = text(client.get(f"/runs/{all_skipped}"))
-    assert "all 2 records were older than the watermark 2025-01-15 12:00:00" in page
+    assert "all 2 records were older than the watermark 2025-01-15T12:00:00" in page
     assert "Run this file again as a backfill</button>" in page
     response = client.post(f"/runs/{all_skipped}/backfill", data={"csrf_token": token(client, f"/runs/{all_skipped}")})
     assert response.status_code == 303 and response.headers["Location"].endswith("/runs/3")

@@ -492,8 +492,7 @@ def warnings_of(run) -> list[dict]:
     elif n and rejected * 2 > n:
         add("high_reject_rate", f"{rejected:,} of {n:,} records ({rejected / n:.0%}) were rejected, more than half.")
     if n and skipped == n and not (run.inserted or 0) + (run.updated or 0):
-        mark = (run.watermark_before or "").replace("T", " ")
-        add("all_skipped", f"Nothing was loaded: all {n:,} records were older than the watermark {mark}. "
+        add("all_skipped", f"Nothing was loaded: all {n:,} records were older than the watermark {run.watermark_before}. "
                            "Run this file again as a backfill to load them.")
     if Options.from_json(run.options).dry_run:
         add("dry_run", "Dry run: nothing was kept but the run's record. Run the file again without dry run "
