@@ -93,7 +93,8 @@ def test_every_rows_counts_add_up(client, conn, write):
         counts = {f: _count(row, f) for f in COUNTS}
         assert counts["input_records"] == sum(v for f, v in counts.items() if f != "input_records"), counts
         seen[run_id] = counts
-    assert seen[1] == dict(input_records=7, skipped=0, rejected=2, loaded=5, unchanged=0, stale=0, superseded=0)
+    assert seen[1] == {"input_records": 7, "skipped": 0, "rejected": 2, "loaded": 5, "unchanged": 0, "stale": 0,
+                       "superseded": 0}
     assert seen[2]["skipped"] == 6 and seen[2]["unchanged"] == 1
     assert seen[3]["superseded"] == 1 and seen[3]["stale"] == 1 and seen[3]["loaded"] == 1
     # The input cell says both identities of SPEC §2.
