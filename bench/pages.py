@@ -127,6 +127,22 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered) * 1000, p95 * 1000
 
 
+def _signed_in(app):
+    """A test client with the session of a viewer `bench` (made once in the file): every page needs one."""
+    from app.accounts.actor import Actor
+    from app.accounts.users import create_user, get_by_name
+    from app.extensions import db
+
+    with app.app_context(), db.engine.connect() as conn:
+        user = get_by_name(conn, "bench") or create_user(conn, "bench", "viewer", Actor(label="bench"),
+                                                         password="bench pages password")
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["_user_id"] = user.session_id()
+        session["_fresh"] = True
+    return client
+
+
 def measure_sluice(path: Path, repeat: int) -> list[tuple[str, float, float]]:
     """Each Sluice page's p50 / p95 through the Flask test client."""
     os.environ["SLUICE_INSTANCE_PATH"] = tempfile.mkdtemp(prefix="sluice-bench-")
@@ -162,7 +178,7 @@ def measure_sluice(path: Path, repeat: int) -> list[tuple[str, float, float]]:
         ("run page", "/runs/500"),
         ("home", "/"),
     ]
-    client = app.test_client()
+    client = _signed_in(app)
     results = []
     for label, url in pages:
         response = client.get(url)
