@@ -1,4 +1,5 @@
-"""The runs list: duration, rate and outcome counts per row, markers, filters (page and API), its two charts."""
+"""The runs list: duration, rate and outcome counts per row, markers, filters (page and API), both charts."""
+
 import html
 import json
 import re
@@ -48,9 +49,13 @@ def _on_day(conn, run_id: int, day: date) -> None:
 
 
 def _records(n_good: int, n_bad: int = 0, prefix: str = "k") -> list[dict]:
-    good = [{"key": f"{prefix}-{i}", "name": "n", "value": i, "ts": "2025-06-01T00:00:00Z"} for i in range(n_good)]
-    return good + [{"key": f"{prefix}-bad-{i}", "name": "n", "value": "abc", "ts": "2025-06-01T00:00:00Z"}
-                   for i in range(n_bad)]
+    good = [
+        {"key": f"{prefix}-{i}", "name": "n", "value": i, "ts": "2025-06-01T00:00:00Z"} for i in range(n_good)
+    ]
+    return good + [
+        {"key": f"{prefix}-bad-{i}", "name": "n", "value": "abc", "ts": "2025-06-01T00:00:00Z"}
+        for i in range(n_bad)
+    ]
 
 
 def _next_link(body: str) -> str | None:
@@ -59,6 +64,7 @@ def _next_link(body: str) -> str | None:
 
 
 # --- rows -----------------------------------------------------------------------------------------------
+
 
 def test_a_finished_run_shows_its_duration_and_records_per_second(client, conn):
     run_file(conn, SAMPLE_INPUT)  # 7 records
@@ -82,10 +88,14 @@ def test_queued_run_has_no_duration_yet(client, conn):
 def test_every_rows_counts_add_up(client, conn, write):
     run_file(conn, SAMPLE_INPUT)  # inserted 5, rejected 2
     run_file(conn, SAMPLE_INPUT)  # skipped 6, unchanged 1
-    dup = [{"key": "d", "name": "a", "value": 1, "ts": "2026-01-01T00:00:00Z"},
-           {"key": "d", "name": "b", "value": 2, "ts": "2026-01-02T00:00:00Z"},
-           {"key": "evt-001", "name": "old", "value": 1, "ts": "2024-01-01T00:00:00Z"}]
-    run_file(conn, records_file(write, "dup.jsonl", dup), options=Options(ignore_watermark=True))  # superseded, stale
+    dup = [
+        {"key": "d", "name": "a", "value": 1, "ts": "2026-01-01T00:00:00Z"},
+        {"key": "d", "name": "b", "value": 2, "ts": "2026-01-02T00:00:00Z"},
+        {"key": "evt-001", "name": "old", "value": 1, "ts": "2024-01-01T00:00:00Z"},
+    ]
+    run_file(
+        conn, records_file(write, "dup.jsonl", dup), options=Options(ignore_watermark=True)
+    )  # superseded, stale
     body = text(client.get("/runs"))
     seen = {}
     for run_id in (1, 2, 3):
@@ -93,13 +103,22 @@ def test_every_rows_counts_add_up(client, conn, write):
         counts = {f: _count(row, f) for f in COUNTS}
         assert counts["input_records"] == sum(v for f, v in counts.items() if f != "input_records"), counts
         seen[run_id] = counts
-    assert seen[1] == {"input_records": 7, "skipped": 0, "rejected": 2, "loaded": 5, "unchanged": 0, "stale": 0,
-                       "superseded": 0}
+    assert seen[1] == {
+        "input_records": 7,
+        "skipped": 0,
+        "rejected": 2,
+        "loaded": 5,
+        "unchanged": 0,
+        "stale": 0,
+        "superseded": 0,
+    }
     assert seen[2]["skipped"] == 6 and seen[2]["unchanged"] == 1
     assert seen[3]["superseded"] == 1 and seen[3]["stale"] == 1 and seen[3]["loaded"] == 1
     # The input cell says both identities of SPEC §2.
-    assert ('title="7 read = 0 skipped + 2 rejected + 5 staged; 5 staged = 0 superseded + 5 inserted + 0 updated'
-            ' + 0 unchanged + 0 stale"') in _row(body, 1)
+    assert (
+        'title="7 read = 0 skipped + 2 rejected + 5 staged; 5 staged = 0 superseded + 5 inserted + 0 updated'
+        ' + 0 unchanged + 0 stale"'
+    ) in _row(body, 1)
     for cls in ("js-input", "js-loaded", "js-rejected", "js-skipped"):
         assert cls in _row(body, 1)
 
@@ -112,7 +131,9 @@ def test_markers_for_dry_run_retry_backfill_and_reprocess(client, app, conn):
     late = [{"key": f"late-{i}", "name": "n", "value": i, "ts": "2024-01-01T00:00:00Z"} for i in range(3)]
     upload(client, "\n".join(map(json.dumps, late)).encode(), "late.jsonl")  # 3: all older than the watermark
     app.extensions["sluice_runs"].drain()
-    assert client.post("/runs/3/backfill", data={"csrf_token": token(client, "/runs/3")}).status_code == 303  # 4
+    assert (
+        client.post("/runs/3/backfill", data={"csrf_token": token(client, "/runs/3")}).status_code == 303
+    )  # 4
     upload(client, SAMPLE_INPUT.read_bytes(), "cancelled.json")  # 5, cancelled, then retried: 6
     client.post("/runs/5/cancel", data={"csrf_token": token(client, "/runs/5")})
     assert client.post("/runs/5/retry", data={"csrf_token": token(client, "/runs/5")}).status_code == 303
@@ -137,6 +158,7 @@ def test_file_names_wrap_at_separators_only_and_keep_their_full_name(client, con
 
 
 # --- filters --------------------------------------------------------------------------------------------
+
 
 def test_filter_by_kind_and_status_narrow_the_list(client, app, conn):
     run_file(conn, SAMPLE_INPUT)  # 1: cli, succeeded
@@ -173,7 +195,10 @@ def test_filter_by_queued_days_includes_both_ends(client, conn):
     assert _run_ids(text(client.get("/runs?to=2026-11-01"))) == [1]
     assert _run_ids(text(client.get("/runs?from=2026-11-03&to=2026-11-03"))) == [3]
     page = text(client.get("/runs?from=2026-11-02&to=2026-11-04"))
-    assert 'name="from" type="date" value="2026-11-02"' in page and 'name="to" type="date" value="2026-11-04"' in page
+    assert (
+        'name="from" type="date" value="2026-11-02"' in page
+        and 'name="to" type="date" value="2026-11-04"' in page
+    )
 
 
 def test_filters_are_kept_in_the_pager_links(client, conn):
@@ -192,18 +217,23 @@ def test_filters_are_kept_in_the_pager_links(client, conn):
         seen += _run_ids(body)
         url = _next_link(body)
         if url:
-            assert all(p in url for p in ("kind=cli", "status=queued", "from=2026-10-02", "to=2026-10-03")), url
+            assert all(p in url for p in ("kind=cli", "status=queued", "from=2026-10-02", "to=2026-10-03")), (
+                url
+            )
     assert len(seen) == 90 and seen == sorted(seen, reverse=True)
     prev = html.unescape(re.search(r'href="([^"]+)" rel="prev"', body).group(1))
     assert "kind=cli" in prev and "from=2026-10-02" in prev
 
 
-@pytest.mark.parametrize(("query", "message"), [
-    ("from=2026-13-01", "From &#39;2026-13-01&#39;: not a date: write it as YYYY-MM-DD"),
-    ("to=yesterday", "To &#39;yesterday&#39;: not a date"),
-    ("from=20261101", "From &#39;20261101&#39;: not a date"),
-    ("from=2026-11-05&to=2026-11-01", "The range starts (2026-11-05) after it ends (2026-11-01)"),
-])
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("from=2026-13-01", "From &#39;2026-13-01&#39;: not a date: write it as YYYY-MM-DD"),
+        ("to=yesterday", "To &#39;yesterday&#39;: not a date"),
+        ("from=20261101", "From &#39;20261101&#39;: not a date"),
+        ("from=2026-11-05&to=2026-11-01", "The range starts (2026-11-05) after it ends (2026-11-01)"),
+    ],
+)
 def test_a_bad_date_says_so_and_shows_the_list_without_the_range(client, conn, query, message):
     create_run(conn, kind="cli", source_name="x.json")
     response = client.get(f"/runs?{query}")
@@ -215,16 +245,25 @@ def test_a_bad_date_says_so_and_shows_the_list_without_the_range(client, conn, q
 
 def test_empty_states_for_no_runs_and_for_no_match(client, conn):
     empty = text(client.get("/runs"))
-    assert "No runs yet." in empty and "No runs yet: the chart of records per run starts with the first." in empty
+    assert (
+        "No runs yet." in empty
+        and "No runs yet: the chart of records per run starts with the first." in empty
+    )
     assert "<svg" not in empty
     create_run(conn, kind="cli", source_name="x.json")
     none = text(client.get("/runs?kind=retry&status=failed"))
     assert _run_ids(none) == []
-    assert "No runs match.</strong> There are no runs of" in none and "with status failed of kind retry" in none
-    assert "Clear filters" in none and "No runs match with status failed of kind retry" in none  # the charts too
+    assert (
+        "No runs match.</strong> There are no runs of" in none and "with status failed of kind retry" in none
+    )
+    assert "Clear filters" in none
+    assert (
+        "No runs with status failed of kind retry match: nothing to chart." in none
+    )  # the charts say so too
 
 
 # --- charts ---------------------------------------------------------------------------------------------
+
 
 def _svg(body: str, figure: str) -> str:
     return re.search(rf'<figure class="chart" id="{figure}">.*?</figure>', body, re.DOTALL).group(0)
@@ -249,15 +288,32 @@ def test_the_runs_chart_has_labelled_axes_on_a_linear_scale(client, conn):
 def test_the_runs_chart_switches_to_a_log_scale_for_runs_of_1_and_100000_records(client, conn, write):
     run_file(conn, records_file(write, "one.jsonl", _records(1)))
     big = create_run(conn, kind="cli", source_name="big.jsonl")  # 100,000 records: its row, not a real run
-    _set(conn, big, status="succeeded", input_records=100_000, staged=99_000, inserted=99_000, rejected=1_000,
-         started_at="2026-01-01T00:00:00", finished_at="2026-01-01T00:00:10")
+    _set(
+        conn,
+        big,
+        status="succeeded",
+        input_records=100_000,
+        staged=99_000,
+        inserted=99_000,
+        rejected=1_000,
+        started_at="2026-01-01T00:00:00",
+        finished_at="2026-01-01T00:00:10",
+    )
     chart = _svg(text(client.get("/runs")), "runs-chart")
     assert 'class="log"' in chart and ">records (log scale)</text>" in chart
-    assert "<strong class=\"scale-note\">Log scale</strong>: the largest run (100,000 records) is 100,000× the " \
-           "smallest (1)" in chart
+    assert (
+        '<strong class="scale-note">Log scale</strong>: the largest run (100,000 records) is 100,000× the '
+        "smallest (1)" in chart
+    )
     assert _ticks(chart) == ["1", "10", "100", "1k", "10k", "100k"]
-    heights = {part: float(h) for part, h in re.findall(r'<rect class="(loaded|rejected)" x="[\d.]+" y="[\d.]+" '
-                                                        r'width="[\d.]+" height="([\d.]+)"/>', chart)[-2:]}
+    heights = {
+        part: float(h)
+        for part, h in re.findall(
+            r'<rect class="(loaded|rejected)" x="[\d.]+" y="[\d.]+" '
+            r'width="[\d.]+" height="([\d.]+)"/>',
+            chart,
+        )[-2:]
+    }
     assert 0 < heights["rejected"] < heights["loaded"]  # side by side, each on the log scale
 
 
@@ -266,10 +322,15 @@ def test_the_per_day_chart_sums_loaded_and_the_reject_rate_per_day(client, conn,
     run_file(conn, SAMPLE_INPUT)  # 1: 5 loaded, 2 of 7 rejected
     run_file(conn, records_file(write, "a.jsonl", _records(3, prefix="a")))  # 2: 3 loaded
     run_file(conn, records_file(write, "b.jsonl", _records(1, 1, prefix="b")))  # 3: 1 loaded, 1 of 2 rejected
-    run_file(conn, records_file(write, "dry.jsonl", _records(4, 4, prefix="c")), options=Options(dry_run=True))
+    run_file(
+        conn, records_file(write, "dry.jsonl", _records(4, 4, prefix="c")), options=Options(dry_run=True)
+    )
     with pytest.raises(RunFailed):  # 5: over its reject threshold, nothing kept
-        run_file(conn, records_file(write, "bad.jsonl", _records(1, 9, prefix="e")),
-                 options=Options(max_reject_rate=0.5))
+        run_file(
+            conn,
+            records_file(write, "bad.jsonl", _records(1, 9, prefix="e")),
+            options=Options(max_reject_rate=0.5),
+        )
     for run_id in (1, 2, 4, 5):
         _on_day(conn, run_id, yesterday)
     _on_day(conn, 3, earlier)
@@ -278,16 +339,25 @@ def test_the_per_day_chart_sums_loaded_and_the_reject_rate_per_day(client, conn,
     days = dict(re.findall(r'<tr data-day="([\d-]+)">(.*?)</tr>', chart, re.DOTALL))
     cells = {d: re.findall(r'<td class="n">([^<]*)</td>', row) for d, row in days.items()}
     # runs, loaded, rejected, checked, reject rate: the dry run and the failed run count as runs, not records.
-    assert cells == {yesterday.isoformat(): ["4", "8", "2", "10", "20.0 %"],
-                     earlier.isoformat(): ["1", "1", "1", "2", "50.0 %"]}
-    assert ">records loaded</text>" in chart and ">reject rate</text>" in chart and ">day (UTC)</text>" in chart
+    assert cells == {
+        yesterday.isoformat(): ["4", "8", "2", "10", "20.0 %"],
+        earlier.isoformat(): ["1", "1", "1", "2", "50.0 %"],
+    }
+    assert (
+        ">records loaded</text>" in chart and ">reject rate</text>" in chart and ">day (UTC)</text>" in chart
+    )
     assert _ticks(chart) == ["0", "2", "4", "6", "8"]
-    assert re.findall(r'<text class="tick rate-tick"[^>]*>([^<]+)</text>', chart) == ["0 %", "25 %", "50 %", "75 %",
-                                                                                     "100 %"]
+    assert re.findall(r'<text class="tick rate-tick"[^>]*>([^<]+)</text>', chart) == [
+        "0 %",
+        "25 %",
+        "50 %",
+        "75 %",
+        "100 %",
+    ]
     assert f"{(TODAY - timedelta(days=29)).isoformat()} to {TODAY.isoformat()}" in chart
     assert chart.count('class="rate-dot"') == 2
     # The chart follows the filters: only the upload… of which there is none.
-    assert "No runs match of kind upload in the 30 days charted." in text(client.get("/runs?kind=upload"))
+    assert "No runs of kind upload match in the 30 days charted." in text(client.get("/runs?kind=upload"))
     # A date range ends the chart at its last day.
     ranged = _svg(text(client.get(f"/runs?from={earlier - timedelta(days=2)}&to={earlier}")), "days-chart")
     assert f"{earlier - timedelta(days=2)} to {earlier}" in ranged and ranged.count("<tr data-day=") == 1
@@ -311,6 +381,7 @@ def test_the_per_day_numbers_come_from_one_query(app, conn, engine):
 
 # --- API ------------------------------------------------------------------------------------------------
 
+
 def test_the_api_takes_the_same_filters(client, app, conn):
     run_file(conn, SAMPLE_INPUT)  # 1: cli
     upload(client, b"[1, 2,", "broken.json")  # 2: upload, failed
@@ -323,10 +394,20 @@ def test_the_api_takes_the_same_filters(client, app, conn):
         assert response.status_code == 200, response.get_json()
         return [r["id"] for r in response.get_json()["items"]]
 
-    assert ids("kind=cli") == [1] and ids("kind=upload&status=failed") == [2] and ids("status=succeeded") == [1]
-    assert ids("from=2026-11-02") == [2] and ids("to=2026-11-02") == [1] and ids("from=2026-11-01&to=2026-11-03") == [2, 1]
-    for query, needle in (("from=2026-02-30", "'from': not a date"), ("to=2026-1-1", "'to': not a date"),
-                          ("from=2026-11-05&to=2026-11-01", "after it ends"), ("kind=nightly", "'kind'")):
+    assert (
+        ids("kind=cli") == [1] and ids("kind=upload&status=failed") == [2] and ids("status=succeeded") == [1]
+    )
+    assert (
+        ids("from=2026-11-02") == [2]
+        and ids("to=2026-11-02") == [1]
+        and ids("from=2026-11-01&to=2026-11-03") == [2, 1]
+    )
+    for query, needle in (
+        ("from=2026-02-30", "'from': not a date"),
+        ("to=2026-1-1", "'to': not a date"),
+        ("from=2026-11-05&to=2026-11-01", "after it ends"),
+        ("kind=nightly", "'kind'"),
+    ):
         response = client.get(f"/api/runs?{query}")
         assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_parameter"
         assert needle in response.get_json()["error"]["message"], response.get_json()

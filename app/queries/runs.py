@@ -24,7 +24,7 @@ def _day_bounds(since: date | None, until: date | None) -> tuple[str | None, str
 
 
 def _run_filters(name: str, status, kind, since, until) -> list:
-    """The conditions of a filtered runs view (each served by an index on `dataset` and the filtered column)."""
+    """The conditions of a filtered runs view (each served by an index on `dataset` and its column)."""
     low, high = _day_bounds(since, until)
     conditions = [Run.dataset == name]
     if status:
@@ -57,7 +57,7 @@ def _with_outcome(row: dict) -> dict:
 def runs_page(conn: Connection, dataset=None, *, status: str | None = None, kind: str | None = None,
               since: date | None = None, until: date | None = None, cursor: str | None = None,
               before: str | None = None, limit: int | None = None) -> dict:
-    """A dataset's runs newest first, filtered by status, kind and queued day (UTC, inclusive), a keyset page at a time.
+    """A dataset's runs newest first, by status, kind and queued days (UTC, inclusive), a keyset page each.
 
     Each row also carries `loaded`, `seconds` (finished − started), `rate` (records read per second) and
     its options' `dry_run`, `backfill_of` and `ignore_watermark`.
@@ -73,7 +73,7 @@ def runs_page(conn: Connection, dataset=None, *, status: str | None = None, kind
 
 
 def _add_pending(conn: Connection, page: dict, name: str, status, kind, bounds) -> None:
-    """Add the runs waiting in the SQLite intake (not in `runs` yet) that match the filters and fall within this page."""
+    """Add the runs waiting in the SQLite intake (not in `runs` yet) that match the filters and fall in the page."""
     low, high = bounds
 
     def matches(r: dict) -> bool:
@@ -85,8 +85,8 @@ def _add_pending(conn: Connection, page: dict, name: str, status, kind, bounds) 
         rows = page["rows"]
         high_id = rows[0]["id"] if rows and page["prev"] else math.inf
         low_id = rows[-1]["id"] if rows and page["next"] else -math.inf
-        page["rows"] = sorted(rows + [r for r in waiting if low_id < r["id"] < high_id], key=lambda r: r["id"],
-                              reverse=True)
+        page["rows"] = sorted(rows + [r for r in waiting if low_id < r["id"] < high_id],
+                              key=lambda r: r["id"], reverse=True)
 
 
 def runs_per_day(conn: Connection, dataset=None, *, days: int = 30, status: str | None = None,

@@ -68,7 +68,8 @@ class Scale:
 
 
 def _ticks(scale: Scale, plot: Plot, fmt=compact) -> list[dict]:
-    return [{"y": round(plot.bottom - scale.share(v) * plot.height, 1), "label": fmt(v)} for v in scale.values]
+    return [{"y": round(plot.bottom - scale.share(v) * plot.height, 1), "label": fmt(v)}
+            for v in scale.values]
 
 
 def _labelled(n: int, most: int) -> int:
@@ -108,7 +109,8 @@ def runs_chart(rows: list[dict]) -> dict:
             width = min(slot * 0.8 / len(PARTS), 10)
             start = x0 + (slot - width * len(PARTS)) / 2
             for j, part in enumerate(PARTS):
-                rects.append(_rect(part, start + j * width, plot.bottom, width, scale.share(parts[part]) * plot.height))
+                height = scale.share(parts[part]) * plot.height
+                rects.append(_rect(part, start + j * width, plot.bottom, width, height))
         else:
             width = min(slot * 0.7, 40)
             bottom = plot.bottom
@@ -146,14 +148,16 @@ def days_chart(days: list[dict]) -> dict | None:
         day = date.fromisoformat(d["day"])
         point = None
         if d["reject_rate"] is not None:
-            point = {"x": round(centre, 1), "y": round(plot.bottom - rate_scale.share(d["reject_rate"]) * plot.height, 1)}
+            y = plot.bottom - rate_scale.share(d["reject_rate"]) * plot.height
+            point = {"x": round(centre, 1), "y": round(y, 1)}
             line.append(f"{point['x']},{point['y']}")
         elif line:
             lines.append(" ".join(line))
             line = []
         bars.append({"day": d, "rect": _rect("loaded", centre - width / 2, plot.bottom, width,
                                              scale.share(d["loaded"]) * plot.height),
-                     "point": point, "slot_x": round(x0, 1), "slot_w": round(slot, 1), "label_x": round(centre, 1),
+                     "point": point, "slot_x": round(x0, 1), "slot_w": round(slot, 1),
+                     "label_x": round(centre, 1),
                      "label": f"{day.day} {day:%b}" if (len(days) - 1 - i) % every == 0 else None})
     if line:
         lines.append(" ".join(line))

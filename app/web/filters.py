@@ -228,7 +228,8 @@ _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 class Day(fields.Date):
     """A UTC day written YYYY-MM-DD, and nothing else (not `20261202`, not a week date)."""
 
-    default_error_messages: ClassVar[dict] = {"invalid": "not a date: write it as YYYY-MM-DD, e.g. 2026-12-02"}
+    default_error_messages: ClassVar[dict] = {
+        "invalid": "not a date: write it as YYYY-MM-DD, e.g. 2026-12-02"}
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str) or not _DAY.fullmatch(value):
@@ -237,7 +238,7 @@ class Day(fields.Date):
 
 
 class RunsView(Schema):
-    """The run history view of a dataset: status, kind, and a range of queued days (UTC, both ends included)."""
+    """The run history view of a dataset: status, kind, and a range of queued days (UTC, both included)."""
 
     class Meta:
         unknown = EXCLUDE
@@ -245,9 +246,12 @@ class RunsView(Schema):
     dataset = dataset_field()
     status = fields.String(validate=validate.OneOf(list(queries.RUN_STATUSES)),
                            metadata={"description": "Only runs in this status."})
-    kind = fields.String(validate=validate.OneOf(list(KINDS)), metadata={"description": "Only runs of this kind."})
-    since = Day(data_key="from", metadata={"description": "Only runs queued on or after this UTC day (YYYY-MM-DD)."})
-    until = Day(data_key="to", metadata={"description": "Only runs queued on or before this UTC day (YYYY-MM-DD)."})
+    kind = fields.String(validate=validate.OneOf(list(KINDS)),
+                         metadata={"description": "Only runs of this kind."})
+    since = Day(data_key="from",
+                metadata={"description": "Only runs queued on or after this UTC day (YYYY-MM-DD)."})
+    until = Day(data_key="to",
+                metadata={"description": "Only runs queued on or before this UTC day (YYYY-MM-DD)."})
 
     @post_load
     def _view(self, data, **kwargs):

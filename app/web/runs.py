@@ -39,7 +39,8 @@ def _runs_view(args: dict) -> tuple[dict, list[str]]:
     try:
         return RunsView().load({k: v for k, v in args.items() if v not in ("", None)})["view"], []
     except ValidationError as exc:
-        problems = [m.capitalize() if m.startswith("the range") else f"{name.capitalize()} {args[name][:40]!r}: {m}"
+        problems = [m.capitalize() if m.startswith("the range")
+                    else f"{name.capitalize()} {args[name][:40]!r}: {m}"
                     for name in _DATE_FIELDS for m in exc.messages.get(name, [])]
         if problems:
             problems.append("The date range was not applied.")
@@ -53,12 +54,14 @@ def index():
     records per run, and records loaded and the reject rate per day."""
     view, problems = _runs_view({**request.args.to_dict(), "dataset": g.dataset.name})
     with db.engine.connect() as conn:
-        page = queries.runs_page(conn, **view, cursor=request.args.get("cursor"), before=request.args.get("before"))
+        page = queries.runs_page(conn, **view, cursor=request.args.get("cursor"),
+                                 before=request.args.get("before"))
         days = queries.runs_per_day(conn, **view)
     filtered = any(view[k] for k in _FILTERS)
     return render_template("runs/index.html", page=page, view=view, filtered=filtered, problems=problems,
                            chart=charts.runs_chart(page["rows"]), per_day=charts.days_chart(days),
-                           statuses=queries.RUN_STATUSES, kinds=KINDS, form=ActionForm()), 400 if problems else 200
+                           statuses=queries.RUN_STATUSES, kinds=KINDS,
+                           form=ActionForm()), 400 if problems else 200
 
 
 _SEPARATORS = re.compile(r"([._\-/\\]+)")

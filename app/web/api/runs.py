@@ -104,7 +104,7 @@ def create_run(ignore_watermark, dry_run, max_reject_rate=None, filename=None, d
 @bp.doc(responses={200: {"links": RUN_PAGE_LINKS}})
 @errors(404, 503)
 def list_runs(view, limit, cursor=None):
-    """A dataset's run history, newest first, one keyset page at a time; filtered by status, kind and queued days.
+    """A dataset's run history, newest first, a keyset page at a time, by status, kind and queued days.
 
     `from` and `to` are UTC days, both included; `from` after `to` answers 400 `bad_parameter`.
     """
