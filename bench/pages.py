@@ -22,9 +22,9 @@ from urllib.parse import quote, urlencode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.database import make_engine  # noqa: E402
-from app.queries import encode_cursor  # noqa: E402
-from app.schema import upgrade  # noqa: E402
+from app.database import make_engine
+from app.queries import encode_cursor
+from app.schema import upgrade
 
 TARGET_ROWS = 1_000_000
 RUNS = 1_000
@@ -123,8 +123,24 @@ def build(path: Path) -> None:
 def percentiles(samples: list[float]) -> tuple[float, float]:
     """p50 and p95 of a list of seconds, in milliseconds."""
     ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return statistics.median(ordered) * 1000, p95 * 1000
+
+
+def _signed_in(app):
+    """A test client with the session of a viewer `bench` (made once in the file): every page needs one."""
+    from app.accounts.actor import Actor
+    from app.accounts.users import create_user, get_by_name
+    from app.extensions import db
+
+    with app.app_context(), db.engine.connect() as conn:
+        user = get_by_name(conn, "bench") or create_user(conn, "bench", "viewer", Actor(label="bench"),
+                                                         password="bench pages password")
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["_user_id"] = user.session_id()
+        session["_fresh"] = True
+    return client
 
 
 def measure_sluice(path: Path, repeat: int) -> list[tuple[str, float, float]]:
@@ -156,10 +172,13 @@ def measure_sluice(path: Path, repeat: int) -> list[tuple[str, float, float]]:
         ("dead letters: run 500", "/dead-letters?status=all&run=500"),
         ("lineage page", "/lineage/" + quote(key_of(123_456))),
         ("runs page", "/runs"),
+        ("runs: kind and status filter", "/runs?kind=upload&status=succeeded"),
+        # A week of the runs' days (they are hourly from the first _ts): the per-day chart has 8 days of data.
+        ("runs: date range, per-day chart", f"/runs?from={_ts(200 * 3600)[:10]}&to={_ts(368 * 3600)[:10]}"),
         ("run page", "/runs/500"),
         ("home", "/"),
     ]
-    client = app.test_client()
+    client = _signed_in(app)
     results = []
     for label, url in pages:
         response = client.get(url)

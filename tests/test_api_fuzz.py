@@ -6,13 +6,14 @@ be a server error, and every answer must match the document: status code, conten
 body schema; a request that breaks the document must be refused with a 4xx, and one that fits it must
 not be refused as malformed (400, 413, 415).
 
-Five refusals of well-formed requests are part of the contract, and the document says so: a cursor
+Six refusals of well-formed requests are part of the contract, and the document says so: a cursor
 that fits its pattern but was not written by this API (400 `bad_cursor`: a cursor is opaque), 422
 where the document lists it (a watermark in the future, edited JSON text that is not JSON, a shape
 that breaks the rules beyond its schema), an upload whose bytes do not start like JSON, JSON Lines or
 gzip (415 `not_json`), and a sort, search or error code that the named dataset's shape does not have
-(400: each dataset has its own fields and codes), and an audit log time bound that fits its pattern on a
-day the calendar does not have (400, `2025-04-31`): no schema can say those.
+(400: each dataset has its own fields and codes), an audit log time bound that fits its pattern on a
+day the calendar does not have (400, `2025-04-31`), and a runs list whose `from` day is after its `to`
+(400): no schema can say those.
 
 Operations that create datasets (each a table) get fewer examples, so the test stays quick.
 
@@ -37,7 +38,7 @@ DATASET_EXAMPLES = 50  # per operation that makes or changes a dataset (DDL)
 DATASET_OPERATIONS = {"POST /api/datasets", "PATCH /api/datasets/{name}", "POST /api/datasets/{name}/archive",
                       "POST /api/datasets/propose"}
 NOT_IN_DATASET = re.compile(r"not an error code of|sorts by|is not searchable in|has no searchable field"
-                            r"|is not on the calendar")
+                            r"|is not on the calendar|after it ends")
 EXISTING_EXAMPLES = 100  # per operation, aimed at the sample's rows
 STATEFUL_SCENARIOS = 200
 HYPOTHESIS = {"deadline": None, "database": None, "suppress_health_check": list(HealthCheck)}

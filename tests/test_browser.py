@@ -238,7 +238,7 @@ def test_the_runs_chart_is_drawn_under_the_policy(server, page, engine):
     page.goto(server + "/runs")
     bar = page.locator("figure.chart rect.loaded").first
     assert bar.get_attribute("height") != "0.0" and bar.bounding_box()["height"] > 0
-    assert page.locator("figure.chart").evaluate("e => getComputedStyle(e.querySelector('rect.loaded')).fill") \
+    assert page.locator("figure#runs-chart").evaluate("e => getComputedStyle(e.querySelector('rect.loaded')).fill") \
         not in ("", "none", "rgb(0, 0, 0)")  # the stylesheet's colours apply
 
 

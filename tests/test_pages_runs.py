@@ -39,7 +39,7 @@ def test_runs_filter_by_status_and_chart(client, app):
     assert "<svg" in body and "Run #1 (succeeded): 5 loaded, 2 rejected, 0 skipped" in body
     assert _run_ids(text(client.get("/runs?status=failed"))) == [2]
     assert _run_ids(text(client.get("/runs?status=succeeded"))) == [1]
-    assert "No runs with status cancelled" in text(client.get("/runs?status=cancelled"))
+    assert "No runs match.</strong> There are no runs of" in text(client.get("/runs?status=cancelled"))
 
 
 def test_run_page_shows_everything_and_the_summary_downloads(client, app):

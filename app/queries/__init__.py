@@ -40,7 +40,7 @@ from .paging import (
     prefix_range,
     storable,
 )
-from .runs import RUN_STATUSES, run_detail, run_lineage, run_status, runs_page
+from .runs import RUN_STATUSES, run_detail, run_lineage, run_status, runs_page, runs_per_day
 from .target import (
     DENSE_PREFIX,
     TARGET_SORTS,
@@ -61,7 +61,7 @@ __all__ = [
     "dead_letter", "dead_letter_count", "dead_letter_counts", "dead_letter_ids", "dead_letter_tallies",
     "dead_letters_page", "decode_cursor", "encode_cursor", "error_codes", "iter_dead_letters", "iter_target",
     "key_variants", "keyset_page", "latest_runs", "lineage_of_key", "next_open_dead_letter", "one_int", "overview",
-    "page_limit", "prefix_range",
-    "run_detail", "run_lineage", "run_status", "runs_page", "searchable_fields", "similar_keys", "storable",
+    "page_limit", "prefix_range", "run_detail", "run_lineage", "run_status", "runs_page", "runs_per_day",
+    "searchable_fields", "similar_keys", "storable",
     "target_columns", "target_page", "target_row", "target_search", "target_sorts", "watermark_page",
 ]

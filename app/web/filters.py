@@ -8,6 +8,7 @@ Both trim the whitespace around a key or name prefix, as keys are stored trimmed
 prefix as no filter.
 """
 import re
+from typing import ClassVar
 
 from flask import g, has_app_context
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
@@ -17,6 +18,7 @@ from .. import queries
 from ..datasets.registry import DEFAULT, Dataset, DatasetError, get_dataset
 from ..datasets.shape import FIELD_RE, NAME_RE
 from ..extensions import db
+from ..pipeline.run import KINDS
 
 MAX_ID = 2 ** 63 - 1
 # No NUL (no key or name holds one, PostgreSQL text cannot) and no lone surrogate (not UTF-8).
@@ -233,8 +235,23 @@ class DeadLetterView(Schema):
         return {**data, "view": view}
 
 
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+
+
+class Day(fields.Date):
+    """A UTC day written YYYY-MM-DD, and nothing else (not `20261202`, not a week date)."""
+
+    default_error_messages: ClassVar[dict] = {
+        "invalid": "not a date: write it as YYYY-MM-DD, e.g. 2026-12-02"}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str) or not _DAY.fullmatch(value):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class RunsView(Schema):
-    """The run history view of a dataset: one status."""
+    """The run history view of a dataset: status, kind, and a range of queued days (UTC, both included)."""
 
     class Meta:
         unknown = EXCLUDE
@@ -242,10 +259,21 @@ class RunsView(Schema):
     dataset = dataset_field()
     status = fields.String(validate=validate.OneOf(list(queries.RUN_STATUSES)),
                            metadata={"description": "Only runs in this status."})
+    kind = fields.String(validate=validate.OneOf(list(KINDS)),
+                         metadata={"description": "Only runs of this kind."})
+    since = Day(data_key="from",
+                metadata={"description": "Only runs queued on or after this UTC day (YYYY-MM-DD)."})
+    until = Day(data_key="to",
+                metadata={"description": "Only runs queued on or before this UTC day (YYYY-MM-DD)."})
 
     @post_load
     def _view(self, data, **kwargs):
-        view = {"dataset": current_dataset(data.pop("dataset")), "status": data.pop("status", None)}
+        since, until = data.pop("since", None), data.pop("until", None)
+        if since and until and since > until:
+            message = f"the range starts ({since}) after it ends ({until}): 'from' must be on or before 'to'"
+            raise ValidationError({"from": [message], "to": [message]})
+        view = {"dataset": current_dataset(data.pop("dataset")), "status": data.pop("status", None),
+                "kind": data.pop("kind", None), "since": since, "until": until}
         return {**data, "view": view}
 
 

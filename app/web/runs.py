@@ -1,13 +1,18 @@
 """Run history, a run's page with live progress, its summary download, cancel, retry and backfill."""
 import json
+import re
 from types import SimpleNamespace
 
 from flask import Blueprint, Response, abort, flash, g, jsonify, redirect, render_template, request, url_for
+from markupsafe import Markup, escape
+from marshmallow import ValidationError
 
 from .. import queries
 from ..extensions import db
 from ..pipeline import summary_of, warnings_of
+from ..pipeline.run import KINDS
 from ..runs import RunService, RunStateError, current_service
+from . import charts
 from .auth import OPERATOR, VIEWER, current_actor, requires
 from .converters import MAX_ID
 from .filters import RunsView, current_dataset, lenient
@@ -24,14 +29,49 @@ def _int(value) -> int | None:
     return int(value) if 1 <= int(value) <= MAX_ID else None
 
 
+_FILTERS = ("status", "kind", "since", "until")
+_DATE_FIELDS = ("from", "to")
+
+
+def _runs_view(args: dict) -> tuple[dict, list[str]]:
+    """The page's view of the query string, and what is wrong with its dates (a date is typed, so a bad one
+    is said, not silently dropped; other bad values are dropped as on every page)."""
+    try:
+        return RunsView().load({k: v for k, v in args.items() if v not in ("", None)})["view"], []
+    except ValidationError as exc:
+        problems = [m.capitalize() if m.startswith("the range")
+                    else f"{name.capitalize()} {args[name][:40]!r}: {m}"
+                    for name in _DATE_FIELDS for m in exc.messages.get(name, [])]
+        if problems:
+            problems.append("The date range was not applied.")
+        return lenient(RunsView, args), list(dict.fromkeys(problems))
+
+
 @bp.get("")
 @requires(VIEWER)
 def index():
-    """A dataset's run history, newest first, with a chart of records per run."""
-    view = lenient(RunsView, {**request.args.to_dict(), "dataset": g.dataset.name})
+    """A dataset's run history, newest first, filtered by status, kind and queued days, with two charts:
+    records per run, and records loaded and the reject rate per day."""
+    view, problems = _runs_view({**request.args.to_dict(), "dataset": g.dataset.name})
     with db.engine.connect() as conn:
-        page = queries.runs_page(conn, **view, cursor=request.args.get("cursor"), before=request.args.get("before"))
-    return render_template("runs/index.html", page=page, statuses=queries.RUN_STATUSES, form=ActionForm())
+        page = queries.runs_page(conn, **view, cursor=request.args.get("cursor"),
+                                 before=request.args.get("before"))
+        days = queries.runs_per_day(conn, **view)
+    filtered = any(view[k] for k in _FILTERS)
+    return render_template("runs/index.html", page=page, view=view, filtered=filtered, problems=problems,
+                           chart=charts.runs_chart(page["rows"]), per_day=charts.days_chart(days),
+                           statuses=queries.RUN_STATUSES, kinds=KINDS,
+                           form=ActionForm()), 400 if problems else 200
+
+
+_SEPARATORS = re.compile(r"([._\-/\\]+)")
+
+
+@bp.app_template_filter("breakable")
+def breakable(name: str) -> Markup:
+    """A file name that may wrap after its separators (`.`, `_`, `-`, `/`), never inside a word."""
+    parts = _SEPARATORS.split(name or "")
+    return Markup("").join(escape(p) + (Markup("<wbr>") if i % 2 else "") for i, p in enumerate(parts))
 
 
 def _file_gone(run: dict) -> bool:

@@ -109,9 +109,12 @@ def create_run(ignore_watermark, dry_run, max_reject_rate=None, filename=None, d
 @bp.doc(responses={200: {"links": RUN_PAGE_LINKS}})
 @errors(404, 503)
 def list_runs(view, limit, cursor=None):
-    """A dataset's run history, newest first, one keyset page at a time."""
+    """A dataset's run history, newest first, a keyset page at a time, by status, kind and queued days.
+
+    `from` and `to` are UTC days, both included; `from` after `to` answers 400 `bad_parameter`.
+    """
     id_cursor(cursor)
-    page = read(queries.runs_page, view["dataset"], status=view["status"], cursor=cursor, limit=limit)
+    page = read(queries.runs_page, **view, cursor=cursor, limit=limit)
     svc = current_service()
     return jsonify({"items": [run_json(r, svc) for r in page["rows"]], "next": page["next"]})
 
