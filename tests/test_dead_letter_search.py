@@ -96,6 +96,9 @@ def test_counts_beside_a_list_stop_at_the_cap_and_say_so(client, conn, letters, 
     assert queries.dead_letter_count(conn, "events", status="open") == 5  # a bulk action counts exactly
     page = client.get("/dead-letters").get_data(as_text=True)
     assert "open <b>2+</b>" in page and "all 4+ matching this filter" in page
+    monkeypatch.setattr("app.queries.dead_letters.SEARCH_COUNT_CAP", 1)  # a search's counts stop sooner
+    searched = queries.dead_letter_tallies(conn, "events", text="zebra")
+    assert {s["status"]: (s["n"], s["capped"]) for s in searched["statuses"]}["open"] == (1, True)
 
 
 @pytest.mark.parametrize(("query", "words"), [

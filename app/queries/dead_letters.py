@@ -115,6 +115,8 @@ def dead_letter_counts(conn: Connection, dataset=None, *, status: str | None = N
 # The counts beside a list stop here ("10,000+"): an exact count of a million dead letters reads
 # every entry of an index (about a second), a capped one at most this many per code.
 COUNT_CAP = 10_000
+# Within a text search each counted row is tested by LIKE: a common term stops sooner.
+SEARCH_COUNT_CAP = 1_000
 
 # The error codes a dataset's dead letters have, one index probe of (dataset, error, id) per code (a
 # loose index scan): cheap however many rows, and it finds codes of fields a later shape dropped.
@@ -127,17 +129,13 @@ _CODES_PRESENT = sql(
     ") SELECT e FROM codes WHERE e IS NOT NULL")
 
 
-def _capped_counts(conn: Connection, base, column, values) -> dict:
-    """How many rows of `base` hold each of `values` in `column`, each counted up to COUNT_CAP + 1, in one statement."""
+def _capped_counts(conn: Connection, base, column, values, cap: int) -> dict:
+    """How many rows of `base` hold each of `values` in `column`, each counted up to `cap` + 1, in one statement."""
     if not values:
         return {}
     parts = [select(literal(v).label("v"), func.count().label("n"))
-             .select_from(base.where(column == v).limit(COUNT_CAP + 1).subquery()) for v in values]
+             .select_from(base.where(column == v).limit(cap + 1).subquery()) for v in values]
     return dict(conn.execute(union_all(*parts)).all())
-
-
-def _tally(n: int) -> dict:
-    return {"n": min(n, COUNT_CAP), "capped": n > COUNT_CAP}
 
 
 def dead_letter_tallies(conn: Connection, dataset=None, *, status: str | None = None, run_id: int | None = None,
@@ -146,21 +144,26 @@ def dead_letter_tallies(conn: Connection, dataset=None, *, status: str | None = 
 
     `errors` counts within `status` (any status for None), so that the counts beside a list add up
     to it; `statuses` and `total` count every status within the run and search, to offer the other
-    statuses. Each count stops at COUNT_CAP (`capped` says so), so that a million dead letters cost
-    what ten thousand do; a bulk action counts its selection exactly (`dead_letter_count`).
+    statuses. Each count stops at COUNT_CAP, or SEARCH_COUNT_CAP within a text search (`capped` says
+    so), so that a million dead letters cost what ten thousand do; a bulk action counts its
+    selection exactly (`dead_letter_count`).
     """
     name = resolve(conn, dataset).name
     base = _dead_letter_filter(select(literal(1)), conn, dataset=name, error=None, status=None, run_id=run_id,
                                text=text, key_prefix=key_prefix)
-    statuses = _capped_counts(conn, base, DeadLetter.status, DEAD_LETTER_STATUSES)
+    cap = SEARCH_COUNT_CAP if text else COUNT_CAP
+    statuses = _capped_counts(conn, base, DeadLetter.status, DEAD_LETTER_STATUSES, cap)
     codes = [c for (c,) in conn.execute(_CODES_PRESENT, {"dataset": name})]
     within = base.where(DeadLetter.status == status) if status else base
-    errors = _capped_counts(conn, within, DeadLetter.error, codes)
-    total = sum(statuses.values())
-    return {"errors": [{"error": e, **_tally(n)} for e, n in sorted(errors.items()) if n],
-            "statuses": [{"status": s, **_tally(statuses.get(s, 0))} for s in DEAD_LETTER_STATUSES],
-            "total": min(total, COUNT_CAP), "total_capped": any(n > COUNT_CAP for n in statuses.values())
-            or total > COUNT_CAP}
+    errors = _capped_counts(conn, within, DeadLetter.error, codes, cap)
+
+    def tally(n: int) -> dict:
+        return {"n": min(n, cap), "capped": n > cap}
+
+    return {"errors": [{"error": e, **tally(n)} for e, n in sorted(errors.items()) if n],
+            "statuses": [{"status": s, **tally(statuses.get(s, 0))} for s in DEAD_LETTER_STATUSES],
+            "total": sum(min(n, cap) for n in statuses.values()),
+            "total_capped": any(n > cap for n in statuses.values())}
 
 
 def dead_letter_count(conn: Connection, dataset=None, *, error: str | None = None, status: str | None = None,
