@@ -174,7 +174,10 @@ class DeadLetter(Base):
         Index("ix_dead_letters_dataset_key_id", "dataset", "key", "id"),
         Index("ix_dead_letters_dataset_error_id", "dataset", "error", "id"),
         Index("ix_dead_letters_dataset_run_id", "dataset", "run_id", "id"),
-        Index("ix_dead_letters_dataset_fingerprint", "dataset", "fingerprint", "status"),
+        # The same record again (SPEC §4): the open dead letter of a fingerprint, and its min(id), in one
+        # probe. With id in the index no plan has to walk (dataset, status, id) filtering on fingerprint,
+        # which PostgreSQL chose without statistics: quadratic in the open dead letters (migration 0007).
+        Index("ix_dead_letters_dataset_fingerprint_status_id", "dataset", "fingerprint", "status", "id"),
     )
 
 

@@ -17,6 +17,7 @@ from datetime import timedelta
 import psycopg
 from floor import RUN_COUNTS, WATERMARK_NAME, _rows
 
+from app.pipeline.load import ANALYZE_DEAD_LETTERS
 from app.pipeline.validate import canonical, now_text, utc_now
 
 DATASET = "events"
@@ -61,17 +62,15 @@ DEAD_LETTERS = ("INSERT INTO dead_letters (dataset, run_id, last_run_id, pos, ke
 
 LINEAGE = "INSERT INTO lineage (dataset, run_id, pos, key, step, at, detail, dead_letter_id) "
 
-# Known slow (as the pipeline's same subquery): without statistics on dead_letters (never analyzed,
-# its rows inserted by this same transaction) PostgreSQL may probe each reject's dead letter by a
-# walk of the (dataset, status, id) index filtered by fingerprint: one walk over every open dead
-# letter per reject, quadratic. `+ 0` stops the min(id) → index-order rewrite, which is enough in
-# run A of a fresh database but not in run B; an `ANALYZE dead_letters` before this statement (or a
-# hash join with the open dead letters) is the fix still to measure.
+# Each reject's dead letter by a subquery, as the pipeline links them: fast only with statistics on
+# dead_letters (see the ANALYZE below and app.pipeline.load.apply), which are missing when its rows
+# are this transaction's; the planner then may walk (dataset, status, id) filtering on fingerprint,
+# once per reject: quadratic.
 LINEAGE_READ = (LINEAGE + "SELECT CAST(%(ds)s AS VARCHAR(40)), %(run)s, s.pos, COALESCE(s.key, ''), s.kind, %(now)s, "
                 "CASE s.kind WHEN 'rejected' THEN s.error || ': ' || s.detail "
                 "WHEN 'skipped' THEN 'ts ' || s.ts || ' is older than the watermark ' || %(wm)s "
                 "ELSE 'valid; ts ' || s.ts END, "
-                "CASE WHEN s.kind = 'rejected' THEN (SELECT min(d.id + 0) FROM dead_letters d "
+                "CASE WHEN s.kind = 'rejected' THEN (SELECT min(d.id) FROM dead_letters d "
                 "WHERE d.dataset = CAST(%(ds)s AS VARCHAR(40)) AND d.fingerprint = s.fp AND d.status = 'open') END "
                 "FROM stage s ORDER BY s.key, s.pos")
 
@@ -177,6 +176,8 @@ def run(url: str, file_path: str, *, ignore_watermark: bool = False,
     t = step("upsert target", t)
     cur.execute(SIGHTINGS, params)
     counts["dead_letters"] = cur.execute(DEAD_LETTERS, params).rowcount
+    if counts["dead_letters"] >= ANALYZE_DEAD_LETTERS:  # as the pipeline does, so that both link alike
+        cur.execute("ANALYZE dead_letters")
     t = step("dead letters", t)
     entries = cur.execute(LINEAGE_READ, params).rowcount
     t = step("lineage: read steps", t)

@@ -7,9 +7,10 @@ import pytest
 
 from app.accounts.actor import Actor
 from app.pipeline import DeadLetterError, Settings, discard, parse_edit, reopen, reprocess
+from app.pipeline.load import ANALYZE_DEAD_LETTERS
 from app.pipeline.validate import canonical, utc_now
 
-from .pipeline_helpers import fetch, load, rec, target
+from .pipeline_helpers import fetch, load, rec, scalar, target
 
 
 def dead_letters(conn):
@@ -309,3 +310,24 @@ def test_reopening_several_of_one_record_at_once_keeps_one_open(conn, write):
     assert reopen(conn, ids) == 3
     rows = dead_letters(conn)
     assert [(r.status, r.sightings) for r in rows] == [("open", 3), ("discarded", 0), ("discarded", 0)]
+
+
+def test_a_reject_finds_its_dead_letter_by_one_probe_of_the_fingerprint_index(conn, write):
+    # Enough rejects for the run to analyze dead_letters on PostgreSQL (ANALYZE_DEAD_LETTERS): without
+    # statistics its planner walked (dataset, status, id) filtering on fingerprint, once per reject.
+    n = ANALYZE_DEAD_LETTERS + 100
+    summary = load(conn, write, [rec(key=f"k{i}", value="abc") for i in range(n)])
+    assert (summary["rejected"], summary["dead_letters"]) == (n, n)
+    linked = fetch(conn, "SELECT l.key, d.key FROM lineage l JOIN dead_letters d ON d.id = l.dead_letter_id "
+                         "WHERE l.run_id = :r AND l.step = 'rejected'", r=summary["run_id"])
+    assert len(linked) == n and all(a == b for a, b in linked)
+    fp = scalar(conn, "SELECT fingerprint FROM dead_letters WHERE key = 'k7'")
+    lookup = ("SELECT min(d.id) FROM dead_letters d "
+              "WHERE d.dataset = 'events' AND d.fingerprint = :fp AND d.status = 'open'")
+    if conn.dialect.name == "postgresql":
+        plan = json.dumps(scalar(conn, "EXPLAIN (FORMAT JSON) " + lookup, fp=fp))
+        assert '"Index Name": "ix_dead_letters_dataset_fingerprint_status_id"' in plan
+        assert "ix_dead_letters_dataset_status_id" not in plan
+    else:
+        plan = " ".join(r[-1] for r in fetch(conn, "EXPLAIN QUERY PLAN " + lookup, fp=fp))
+        assert "ix_dead_letters_dataset_fingerprint_status_id (dataset=? AND fingerprint=? AND status=?)" in plan

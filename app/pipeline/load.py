@@ -12,6 +12,9 @@ from ..formatting import number
 from .stage import Staging, bulk_insert, payload_names
 
 OUTCOMES = ("inserted", "updated", "unchanged", "stale")
+# New dead letters from which a run analyzes dead_letters on PostgreSQL (see apply): below it the
+# probes cost little even on a bad plan, and ANALYZE of a large table would cost more than they do.
+ANALYZE_DEAD_LETTERS = 1_000
 
 
 @dataclass
@@ -175,6 +178,13 @@ def apply(staging: Staging, *, run_id: int, now: str, watermark: str | None, ret
     entries = _retried_dead_letters(sql) if retry else 0
     if not retry:
         counts.dead_letters = _new_dead_letters(sql)
+        if conn.dialect.name == "postgresql" and counts.dead_letters >= ANALYZE_DEAD_LETTERS:
+            # Without statistics (a new table, or many rows of this transaction) both the
+            # (dataset, fingerprint, status, id) index and (dataset, status, id) look like one row to
+            # the planner, and it may take the latter for min(id), filtering on fingerprint: a walk over
+            # every open dead letter per reject, quadratic (minutes at 50k rejects). ANALYZE sees this
+            # transaction's rows and samples a bounded number of them (~0.2 s).
+            conn.exec_driver_sql("ANALYZE dead_letters")
         dead_letter = ("(SELECT min(d.id) FROM dead_letters d "
                        "WHERE d.dataset = :ds AND d.fingerprint = r.fp AND d.status = 'open')")
     else:
