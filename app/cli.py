@@ -5,6 +5,7 @@ Every command works on one dataset, `--dataset NAME` (default events); `etl data
 """
 import itertools
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -345,10 +346,28 @@ def dataset_show_command(name):
     _show(name)
 
 
+@click.command("worker")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="How many runs this host reads at the same time (one process each).")
+@_guard
+def worker_command(concurrency):
+    """Execute queued runs from the task queue (SLUICE_EXECUTOR=queue), until stopped."""
+    from .runs.taskqueue import QueueExecutor, run_workers
+
+    executor = _service().executor
+    if not isinstance(executor, QueueExecutor):
+        raise click.ClickException("there is no queue to work on: set SLUICE_EXECUTOR=queue (with PostgreSQL); "
+                                   "the embedded executor runs inside the web process")
+    click.echo(f"Sluice worker: executing queued runs with {concurrency} process(es); Ctrl+C stops "
+               "after the run at hand.")
+    sys.exit(run_workers(concurrency, executor.work))
+
+
 def init_app(app) -> None:
-    """Register the `etl`, `users` and `tokens` command groups."""
+    """Register the `etl`, `users` and `tokens` command groups and the `worker` command."""
     from .cli_accounts import tokens, users
 
+    app.cli.add_command(worker_command)
     app.cli.add_command(etl)
     app.cli.add_command(users)
     app.cli.add_command(tokens)

@@ -143,6 +143,17 @@ def upload_url(value: str) -> str | None:
     return value
 
 
+EXECUTORS = ("embedded", "queue")
+
+
+def executor_name(value: str) -> str:
+    """`SLUICE_EXECUTOR` checked: embedded (the default) or queue."""
+    value = value.strip().lower() or "embedded"
+    if value not in EXECUTORS:
+        raise ConfigError(f"SLUICE_EXECUTOR must be embedded or queue, not {value[:40]!r}")
+    return value
+
+
 def defaults(instance_path: str) -> dict:
     """The configuration of a Sluice app, read from the environment (`SLUICE_*`) with defaults."""
     return {
@@ -161,6 +172,9 @@ def defaults(instance_path: str) -> dict:
         "SLUICE_UPLOAD_URL": upload_url(os.environ.get("SLUICE_UPLOAD_URL", "")),
         "SLUICE_FILE_RETENTION_HOURS": _int("SLUICE_FILE_RETENTION_HOURS", 24 * 7),
         "SLUICE_EMBEDDED_WORKER": os.environ.get("SLUICE_EMBEDDED_WORKER", "1") != "0",
+        # Who executes queued runs: a thread of each web process (embedded), or workers started with
+        # `flask --app app worker` on any host, through procrastinate's queue in PostgreSQL (queue).
+        "SLUICE_EXECUTOR": executor_name(os.environ.get("SLUICE_EXECUTOR", "")),
         "SLUICE_RUN_LEASE_SECONDS": _int("SLUICE_RUN_LEASE_SECONDS", 60),
         "SLUICE_HEARTBEAT_SECONDS": _int("SLUICE_HEARTBEAT_SECONDS", 5),
         "SLUICE_PROGRESS_INTERVAL": _number("SLUICE_PROGRESS_INTERVAL", 0.5, float, minimum=0.01),

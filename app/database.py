@@ -10,6 +10,9 @@ from sqlalchemy.engine import Connection, Engine
 
 # One constant advisory-lock id: every write that must not interleave with a run's apply takes it.
 _PG_APPLY_LOCK = 0x51_1C_E0_01
+# Another, taken by the brief transaction that records a run: run ids are then handed out in commit
+# order, so a worker that sees run N knows every run before it is visible too (queue order = id order).
+_PG_RECORD_LOCK = 0x51_1C_E0_02
 # A write on SQLite waits for the single write lock, which a run's apply holds for as long as it
 # writes: about 26 s per million records here, so some 20 min for the 4 GiB a run may decompress
 # to. No wait may give up before the longest apply ends; submissions do not wait at all (intake).
@@ -123,6 +126,12 @@ def write_transaction(conn: Connection, *, apply_lock: bool = True):
             yield conn
     finally:
         conn.execution_options(sluice_write_lock=False)
+
+
+def in_record_order(conn: Connection) -> None:
+    """Inside a write transaction that records a run: the next run is recorded after this one commits (PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_RECORD_LOCK})")
 
 
 def checkpoint(engine: Engine) -> None:

@@ -123,6 +123,16 @@ class Run(Base):
     )
 
 
+class RunProgress(Base):
+    """A running run's live progress where several hosts must see it (PostgreSQL); SQLite keeps it in files."""
+
+    __tablename__ = "run_progress"
+
+    run_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    data: Mapped[str] = mapped_column(Text)  # the reporter's JSON: phase, records, skipped, rejected, bytes
+    updated_at: Mapped[str] = mapped_column(TIME)
+
+
 class Target(Base):
     __tablename__ = "target"
 
@@ -187,9 +197,13 @@ class DeadLetter(Base):
 SEARCH_INDEX_OBJECTS = ("dead_letters_fts", "ix_dead_letters_trgm_")
 
 
+# procrastinate's own tables, functions and types (the queue executor), kept by its schema, not ours.
+QUEUE_OBJECTS = ("procrastinate_",)
+
+
 def include_name(name, type_, parent_names) -> bool:
-    """Whether a schema comparison looks at this reflected object (not the dead-letter search index's)."""
-    return not (name or "").startswith(SEARCH_INDEX_OBJECTS)
+    """Whether a schema comparison looks at this reflected object (not the search index's or the queue's)."""
+    return not (name or "").startswith(SEARCH_INDEX_OBJECTS + QUEUE_OBJECTS)
 
 
 class Lineage(Base):

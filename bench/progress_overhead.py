@@ -29,9 +29,9 @@ VARIANTS = ("none", "reporter", "service")
 def child(variant: str, db: Path, path: Path) -> dict:
     """Execute one queued run of `path` on a fresh database at `db`; return its timings."""
     from app import runs
-    from app.runs import executor
     from app.database import make_engine
     from app.pipeline import Settings, create_run, execute_run
+    from app.runs import progress as board
     from app.schema import upgrade
 
     engine = make_engine(f"sqlite:///{db}")
@@ -40,7 +40,7 @@ def child(variant: str, db: Path, path: Path) -> dict:
     service = runs.RunService(engine, settings=Settings(), upload_dir=state / "uploads", state_dir=state,
                               max_upload_bytes=None, retention_hours=1)
     callback = {"callback_calls": 0, "callback_seconds": 0.0, "file_writes": 0}
-    original, write = runs.ProgressReporter.__call__, executor.write_json_atomically
+    original, write = runs.ProgressReporter.__call__, board.FileBoard.write
 
     def timed(self, *args):
         started = time.perf_counter()
@@ -54,7 +54,7 @@ def child(variant: str, db: Path, path: Path) -> dict:
         callback["file_writes"] += 1
         return write(*args)
 
-    runs.ProgressReporter.__call__, executor.write_json_atomically = timed, counted
+    runs.ProgressReporter.__call__, board.FileBoard.write = timed, counted
     with engine.connect() as conn:
         run_id = create_run(conn, kind="upload", source_name=path.name, source_size=path.stat().st_size,
                             file_path=str(path))
@@ -66,7 +66,7 @@ def child(variant: str, db: Path, path: Path) -> dict:
             summary = execute_run(conn, run_id, settings=Settings(), progress=None)
     elif variant == "reporter":  # the progress callback alone, without the watcher thread
         import threading
-        reporter = runs.ProgressReporter(service.progress_dir / f"{run_id}.json", run_id, path.stat().st_size,
+        reporter = runs.ProgressReporter(service.execution.board, run_id, path.stat().st_size,
                                          threading.Event())
         with engine.connect() as conn:
             summary = execute_run(conn, run_id, settings=Settings(), progress=reporter)

@@ -6,8 +6,6 @@ import threading
 
 import pytest
 
-from app.runs import ProgressReporter
-
 from .conftest import SAMPLE_INPUT, SAMPLE_SUMMARY
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -193,7 +191,7 @@ def test_run_shows_progress_while_running_and_summary_when_done(client, app):
     run_id = upload(client, SAMPLE_INPUT.read_bytes()).get_json()["id"]
     assert svc.claim_next() == run_id
     # What the pipeline's progress callback writes mid-run, as the executor's reporter does.
-    reporter = ProgressReporter(svc.progress_dir / f"{run_id}.json", run_id, 571, threading.Event())
+    reporter = svc.execution.reporter(run_id, 571, threading.Event())
     reporter("reading", 20000, 300)
     running = client.get(f"/api/runs/{run_id}").get_json()
     assert running["status"] == "running" and running["summary"] is None

@@ -14,7 +14,7 @@ from sqlalchemy import select, text, update
 from app.models import Run
 from app.pipeline import InputError, Options, TooLarge
 from app.pipeline.validate import utc_now
-from app.runs import ProgressReporter, RunNotFound, RunService, RunStateError
+from app.runs import RunNotFound, RunService, RunStateError
 
 from .conftest import SAMPLE_INPUT, SAMPLE_SUMMARY
 
@@ -204,8 +204,7 @@ def test_housekeeping_keeps_a_file_another_unfinished_run_uses(svc, app):
 
 def test_progress_reporter_writes_a_readable_file_and_raises_when_cancelled(svc, tmp_path):
     cancelled = threading.Event()
-    path = svc.progress_dir / "77.json"
-    reporter = ProgressReporter(path, 77, 1000, cancelled)
+    reporter = svc.execution.reporter(77, 1000, cancelled)
     reporter("reading", 20000, 400)
     assert svc.progress(77) == {"run_id": 77, "phase": "reading", "records": 20000, "skipped": 0, "rejected": 0,
                                 "bytes_read": 400, "file_size": 1000, "updated_at": svc.progress(77)["updated_at"]}

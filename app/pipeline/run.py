@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from ..accounts import audit
 from ..accounts.actor import Actor
-from ..database import write_transaction
+from ..database import in_record_order, write_transaction
 from ..intake import intake_for
 from ..models import DeadLetter, Run
 from . import load, stage, watermark
@@ -94,7 +94,8 @@ Progress = Callable[[str, int, int], None]
 # starts reading: their `skipped` and `rejected` grow as the records are read (for a live page).
 
 # What each phase a run reports (the first argument of its progress callback) means, in plain words.
-PHASES = {"reading": "reading the file", "classifying": "checking against the table",
+PHASES = {"reading": "reading the file", "waiting for its turn": "read; waiting for the runs queued before it",
+          "classifying": "checking against the table",
           "waiting for the write lock": "waiting for another run to finish", "applying": "saving",
           "committing": "saving", "done": "done"}
 DRY_RUN_REJECTS = 100  # a dry run keeps this many of its would-be rejects with its record
@@ -103,6 +104,9 @@ DRY_RUN_RAW = 2_000  # characters of each one's raw record
 # run service passes one for `cli` and `reprocess` runs, so that they get the same progress reporter
 # and cancel watcher as queued runs.
 Supervisor = Callable[[int, Callable[[Progress], dict]], dict]
+# Waits until every run queued before this one has finished, so that runs read side by side apply in
+# queue order; calls its argument now and then, which raises RunCancelled when the run is cancelled.
+Turn = Callable[[Callable[[], None]], None]
 # The audit entry (`audit.entry(...)`) of the action that records a run, made once the run has its id.
 AuditOf = Callable[[int], dict]
 
@@ -138,11 +142,13 @@ def create_run(conn: Connection, *, kind: str, options: Options | None = None, s
                source_size: int | None = None, source_sha256: str | None = None, file_path: str | None = None,
                retry_of_id: int | None = None, dead_letter_id: int | None = None, worker: str | None = None,
                run_id: int | None = None, dataset="events", actor: Actor | None = None,
-               audit_of: AuditOf | None = None) -> int:
+               audit_of: AuditOf | None = None, enqueue: Callable[[Connection, int], None] | None = None) -> int:
     """Record a queued run of `dataset`; return its id. With `worker`, that process claims the run at once.
 
     `actor` is who asked for it (its `created_by`); `audit_of(run_id)` gives the audit entry written
-    with the run's row. Raises registry.DatasetError when the dataset does not exist or is archived.
+    with the run's row; `enqueue(conn, run_id)` is called in the transaction that records it (a task
+    queue's job goes in with the run, or neither does). Raises registry.DatasetError when the
+    dataset does not exist or is archived.
     """
     from ..datasets.registry import ensure_writable, get_dataset
 
@@ -155,6 +161,7 @@ def create_run(conn: Connection, *, kind: str, options: Options | None = None, s
         run_id = intake.allocate()
     run_id = {"id": run_id} if run_id is not None else {}
     with write_transaction(conn, apply_lock=False):
+        in_record_order(conn)
         ensure_writable(get_dataset(conn, name))  # archived meanwhile?
         same = None
         if source_sha256:
@@ -170,6 +177,8 @@ def create_run(conn: Connection, *, kind: str, options: Options | None = None, s
         ).returning(Run.id)).scalar_one()
         if audit_of is not None:
             audit.write(conn, audit_of(new_id))
+        if enqueue is not None:
+            enqueue(conn, new_id)
         return new_id
 
 
@@ -185,15 +194,16 @@ def _owned(run) -> tuple:
 
 def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item]] | None = None, *,
                 settings: Settings | None = None, progress: Progress | None = None,
-                dl_ids: dict | None = None, supervise: Supervisor | None = None) -> dict:
+                dl_ids: dict | None = None, supervise: Supervisor | None = None, turn: Turn | None = None) -> dict:
     """Execute a queued run from its stored file (or `items`); return its summary or raise RunFailed.
 
     The input is read and staged without the database's write lock; only the final apply holds it.
+    With `turn`, the run waits after reading until the runs queued before it have finished (see Turn).
     A failure of any kind leaves target, lineage, dead letters and watermark as they were.
     """
     if supervise is not None:
         return supervise(run_id, lambda reporter: execute_run(conn, run_id, items, settings=settings,
-                                                              progress=reporter, dl_ids=dl_ids))
+                                                              progress=reporter, dl_ids=dl_ids, turn=turn))
     settings = settings or Settings()
     run = read_run(conn, run_id)
     options = Options.from_json(run.options)
@@ -236,7 +246,7 @@ def execute_run(conn: Connection, run_id: int, items: Callable[[], Iterable[Item
     try:
         for _attempt in range(3):
             try:
-                summary = _attempt_run(conn, run, options, settings, source, report, bytes_read, dl_ids)
+                summary = _attempt_run(conn, run, options, settings, source, report, bytes_read, dl_ids, turn)
                 break
             except _Restart:
                 close_files()
@@ -336,7 +346,8 @@ def _loadable(conn: Connection, name: str):
     return dataset
 
 
-def _attempt_run(conn, run, options: Options, settings: Settings, source, report, bytes_read, dl_ids) -> dict:
+def _attempt_run(conn, run, options: Options, settings: Settings, source, report, bytes_read, dl_ids,
+                 turn: Turn | None) -> dict:
     run_id = run.id
     with conn.begin():
         if conn.dialect.name == "sqlite":
@@ -358,11 +369,31 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
     follow = getattr(report, "follow", None)
     if follow is not None:
         follow(counts)
+    # A run that waits for its turn keeps its rejects' versions: the watermark may move meanwhile.
+    versions = turn is not None and not options.ignore_watermark and dl_ids is None
     report("reading", 0, 0)
     with conn.begin():
         staging = stage.create(conn, dataset)
-        stage.fill(staging, source(), watermark=wm_for_skip, latest=latest, dl_ids=dl_ids, tick=tick, counts=counts)
-        rejects = _first_rejects(conn) if options.dry_run else None
+        stage.fill(staging, source(), watermark=wm_for_skip, latest=latest, dl_ids=dl_ids, tick=tick, counts=counts,
+                   versions=versions)
+    if turn is not None:
+        report("waiting for its turn", counts.input_records, bytes_read())
+        turn(lambda: report("waiting for its turn", counts.input_records, bytes_read()))
+        if versions:
+            with conn.begin():
+                wm_now = watermark.current(conn, dataset.watermark)
+            if wm_now is not None and (wm_before is None or wm_now > wm_before):
+                # The runs before it moved the watermark on: skip what they made old, as if it had
+                # been read after them. A watermark moved back (a reset) reads it again (below).
+                with conn.begin():
+                    stage.reskip(staging, counts, wm_now)
+                wm_before = wm_for_skip = wm_now
+                _set(conn, run_id, *_owned(run), watermark_before=wm_before)
+    if options.dry_run:
+        with conn.begin():
+            rejects = _first_rejects(conn)
+    else:
+        rejects = None
     result = {"input_records": counts.input_records, "skipped": counts.skipped,
               "rejected": counts.rejected, "staged": counts.staged, "shape_version": dataset.version}
 
@@ -533,6 +564,7 @@ __all__ = [
     "RunCancelled",
     "RunFailed",
     "Settings",
+    "Turn",
     "create_run",
     "execute_run",
     "run_file",

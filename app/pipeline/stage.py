@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text, text
 from sqlalchemy.engine import Connection
 
 from ..models import binary_text
@@ -44,6 +44,9 @@ rejected = Table(
     Column("detail", Text, nullable=False),
     Column("raw", Text, nullable=False),
     Column("fp", String(32), nullable=False),
+    # The record's version when it has a valid one: a reject older than a watermark that moved
+    # while the run was read is skipped instead (`reskip`), as it would have been had it waited.
+    Column("ver", binary_text(26)),
     prefixes=["TEMPORARY"],
 )
 retried = Table(  # reprocess runs only: which dead letter each record retries, and the JSON it was retried with
@@ -142,13 +145,14 @@ def bulk_insert(conn: Connection, table: str, columns: list[str], rows: list[tup
 
 def fill(staging: Staging, items: Iterable[Item], *, watermark: str | None, latest: str,
          dl_ids: dict | None = None, tick: Callable[[int], None] | None = None,
-         counts: StageCounts | None = None) -> StageCounts:
+         counts: StageCounts | None = None, versions: bool = False) -> StageCounts:
     """Read every item into the staging tables with the dataset's validator, classified; return the counts.
 
     `watermark` is None when it does not apply (none yet, or a backfill); `latest` is the newest
     acceptable version (now plus the tolerance); `dl_ids` maps positions to the dead letters a
     reprocess run retries; `tick(records)` is called every few thousand records. `counts`, when
     given, is the StageCounts filled: its skipped and rejected are exact at any moment (for progress).
+    `versions` keeps each reject's version even without a watermark, for a later `reskip`.
     """
     conn = staging.conn
     validator = staging.dataset.validator
@@ -175,7 +179,8 @@ def fill(staging: Staging, items: Iterable[Item], *, watermark: str | None, late
             retry.append((item.pos, dl_ids[item.pos], None if type(record) is Unreadable else dumps(record)))
         if type(record) is Unreadable:  # malformed, or over the record limit: kept as its text
             raw = item.text or ""
-            bad.append((item.pos, item.line, None, record.code, record.detail, raw, fingerprint(raw, record.code)))
+            bad.append((item.pos, item.line, None, record.code, record.detail, raw, fingerprint(raw, record.code),
+                        None))
             counts.rejected += 1
             errors[record.code] = errors.get(record.code, 0) + 1
         else:
@@ -188,8 +193,10 @@ def fill(staging: Staging, items: Iterable[Item], *, watermark: str | None, late
                     good.append((item.pos, item.line, *validate(record, latest)))
                 except Invalid as exc:
                     raw = dumps(record)
+                    if version is None and versions and type(record) is dict:
+                        version = version_of(record)
                     bad.append((item.pos, item.line, usable_key(record), exc.code, exc.detail, raw,
-                                fingerprint(raw, exc.code)))
+                                fingerprint(raw, exc.code), version))
                     counts.rejected += 1
                     errors[exc.code] = errors.get(exc.code, 0) + 1
         if n % BATCH == 0:
@@ -198,6 +205,31 @@ def fill(staging: Staging, items: Iterable[Item], *, watermark: str | None, late
     counts.input_records = n
     flush()
     return counts
+
+
+def reskip(staging: Staging, counts: StageCounts, watermark: str) -> int:
+    """Skip the staged and rejected records older than `watermark`, a newer one than the run was read with.
+
+    The records move into the skipped table and `counts` follows; returns how many moved. Only
+    for a run read with `versions` kept, before `load.prepare`.
+    """
+    conn = staging.conn
+    moved = 0
+    for table, extra in ((STAGE, ""), (REJECT, " AND ver IS NOT NULL")):
+        where = f"WHERE ver < :wm{extra}"
+        if table == REJECT:
+            for code, n in conn.execute(text(f"SELECT error, count(*) FROM {REJECT} {where} GROUP BY error"),
+                                        {"wm": watermark}):
+                counts.errors[code] = counts.errors.get(code, 0) - n
+                counts.rejected -= n
+        n = conn.execute(text(f"INSERT INTO {SKIP} (pos, line, key, ver) SELECT pos, line, key, ver "
+                              f"FROM {table} {where}"), {"wm": watermark}).rowcount
+        conn.execute(text(f"DELETE FROM {table} {where}"), {"wm": watermark})
+        if table == STAGE:
+            counts.staged -= n
+        counts.skipped += n
+        moved += n
+    return moved
 
 
 SKIP_COLUMNS = [c.name for c in skipped.columns]

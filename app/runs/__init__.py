@@ -9,8 +9,9 @@
 - `service`: the `RunService` facade the web app, the API and the CLI use, and `init_app`.
 """
 from .errors import RunNotFound, RunStateError
-from .executor import Execution, Executor, ProgressReporter, ThreadExecutor, write_json_atomically
+from .executor import Execution, Executor, ProgressReporter, ThreadExecutor
 from .liveness import INTERRUPTED
+from .progress import write_json_atomically
 from .queue import QUEUE_KINDS
 from .service import RunService, current_service, init_app
 from .store import UploadStore

@@ -1,14 +1,12 @@
 """Executing runs: the Executor protocol, the embedded thread executor, and executing one claimed run.
 
 Every run executed by this process, whoever started it (the queue, `flask etl run`, a reprocess),
-goes through `Execution.supervise`: a progress reporter that writes the run's progress file and stops
-the run when it is cancelled, and a watcher thread that picks up cancel requests and beats the
-run's heartbeat.
+goes through `Execution.supervise`: a progress reporter that writes the run's progress to its board
+(`app.runs.progress`) and stops the run when it is cancelled, and a watcher thread that picks up
+cancel requests and beats the run's heartbeat.
 """
-import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from ..models import Run
 from ..pipeline import RunCancelled
 from ..pipeline.run import PHASES
 from ..pipeline.validate import now_text
+from .progress import FileBoard, TableBoard, board_for
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5
@@ -41,11 +40,11 @@ class Executor(Protocol):
 
 
 class ProgressReporter:
-    """The pipeline's progress callback: writes a run's progress file, and stops the run when cancelled."""
+    """The pipeline's progress callback: writes a run's progress to its board, and stops the run when cancelled."""
 
-    def __init__(self, path: Path, run_id: int, file_size: int | None, cancelled: threading.Event,
-                 interval: float = PROGRESS_INTERVAL):
-        self.path, self.run_id, self.file_size, self.cancelled = path, run_id, file_size, cancelled
+    def __init__(self, board: FileBoard | TableBoard, run_id: int, file_size: int | None,
+                 cancelled: threading.Event, interval: float = PROGRESS_INTERVAL):
+        self.board, self.run_id, self.file_size, self.cancelled = board, run_id, file_size, cancelled
         self.interval = interval
         self._phase, self._last, self._bytes, self._counts = None, 0.0, 0, None
 
@@ -63,11 +62,13 @@ class ProgressReporter:
             return
         self._phase, self._last = phase, now
         counts = self._counts
-        write_json_atomically(self.path, {"run_id": self.run_id, "phase": phase, "records": records,
-                                          "skipped": counts.skipped if counts else 0,
-                                          "rejected": counts.rejected if counts else 0,
-                                          "bytes_read": self._bytes, "file_size": self.file_size,
-                                          "updated_at": now_text()})
+        data = {"run_id": self.run_id, "phase": phase, "records": records,
+                "skipped": counts.skipped if counts else 0, "rejected": counts.rejected if counts else 0,
+                "bytes_read": self._bytes, "file_size": self.file_size, "updated_at": now_text()}
+        try:
+            self.board.write(self.run_id, data)
+        except Exception:  # progress is for people watching; a failed write must not fail the run
+            log.warning("the progress of run %s could not be written", self.run_id, exc_info=True)
 
 
 def live_state(run: dict, progress: dict | None) -> dict:
@@ -122,18 +123,6 @@ def duration_text(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} m"
 
 
-def write_json_atomically(path: Path, data: dict) -> None:
-    """Replace `path` with `data` as JSON so that a reader sees the old or the new file, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # What the pipeline is asked to do once the reporter exists: execute the run with it as its progress.
 Body = Callable[[ProgressReporter], dict]
 
@@ -145,21 +134,18 @@ class Execution:
                  progress_interval: float = PROGRESS_INTERVAL, watch_seconds: float = 0.5):
         self.engine = engine
         self.progress_dir = Path(progress_dir)
+        self.board = board_for(engine, self.progress_dir)
         self.heartbeat_seconds = heartbeat_seconds
         self.progress_interval = progress_interval
         self.watch_seconds = watch_seconds
-        self.progress_dir.mkdir(parents=True, exist_ok=True)
 
-    def progress_path(self, run_id: int) -> Path:
-        """Where a running run's progress file is."""
-        return self.progress_dir / f"{int(run_id)}.json"
+    def reporter(self, run_id: int, file_size: int | None, cancelled: threading.Event) -> ProgressReporter:
+        """A progress reporter of a run onto this process's board."""
+        return ProgressReporter(self.board, run_id, file_size, cancelled, self.progress_interval)
 
     def progress(self, run_id: int) -> dict | None:
         """The live progress of a running run (phase, records, bytes_read, file_size), or None."""
-        try:
-            return json.loads(self.progress_path(run_id).read_text())
-        except (FileNotFoundError, ValueError):
-            return None
+        return self.board.read(run_id)
 
     def supervise(self, run_id: int, body: Body) -> dict:
         """Run `body(reporter)` for a claimed run while a watcher follows its cancel flag and heartbeat.
@@ -172,8 +158,7 @@ class Execution:
             conn.rollback()
         if run.cancel_requested:
             cancelled.set()
-        path = self.progress_path(run_id)
-        reporter = ProgressReporter(path, run_id, run.source_size, cancelled, self.progress_interval)
+        reporter = self.reporter(run_id, run.source_size, cancelled)
         watcher = threading.Thread(target=self._watch, args=(run_id, cancelled, stop),
                                    name=f"sluice-run-{run_id}-watch", daemon=True)
         watcher.start()
@@ -182,7 +167,10 @@ class Execution:
         finally:
             stop.set()
             watcher.join()
-            path.unlink(missing_ok=True)
+            try:
+                self.board.clear(run_id)
+            except Exception:  # the run's outcome is recorded; a leftover row goes with the next recovery
+                log.warning("the progress of run %s could not be cleared", run_id, exc_info=True)
         if not summary.get("dry_run"):
             checkpoint(self.engine)  # outside the apply, and only after a run that wrote something
         return summary

@@ -1,8 +1,9 @@
 """Liveness: this process's worker identity and lock file, leases, and recovery of dead workers' runs.
 
 A worker holds an exclusive lock on a file of its own for as long as it lives; the kernel releases
-it when the process dies, so a run of a dead worker on this host is noticed at once. A worker on
-another host is judged by its run's heartbeat (the lease).
+it when the process dies, so a run of a dead worker sharing this instance folder is noticed at
+once. A worker on another host (or with another instance folder) is judged by its run's heartbeat
+(the lease).
 """
 import fcntl
 import logging
@@ -53,13 +54,17 @@ class Liveness:
             return self._worker
 
     def alive(self, worker: str, heartbeat_at: str | None) -> bool:
-        """Whether a run's claiming process lives: its lock file on this host, its lease elsewhere."""
-        host, _, token = worker.rpartition(":")
-        host = host.rpartition(":")[0]
-        if host != self.host:
-            cutoff = canonical(utc_now() - self.lease)
-            return heartbeat_at is not None and heartbeat_at >= cutoff
-        return held(self.workers_dir / f"{token}.lock")
+        """Whether a run's claiming process lives: its lock file where this process sees it, its lease elsewhere.
+
+        A worker of another host, or of this host with another instance folder, has no lock file
+        here: its lease decides. A dead local worker's file is swept only after its runs are marked.
+        """
+        token = worker.rpartition(":")[2]
+        path = self.workers_dir / f"{token}.lock"
+        if token and path.exists():
+            return held(path)
+        cutoff = canonical(utc_now() - self.lease)
+        return heartbeat_at is not None and heartbeat_at >= cutoff
 
     def recover(self, forget: Callable[[int], None] = lambda run_id: None) -> list[int]:
         """Mark `failed` ("interrupted") every running run whose worker died or whose lease expired."""

@@ -4,6 +4,7 @@ Claims are atomic in the database, so several processes (gunicorn workers) execu
 exactly once. On SQLite new runs are recorded in the intake (`app.intake`) and moved into `runs` by
 the claim, so that a submission never waits for another run's apply.
 """
+from collections.abc import Callable
 from types import SimpleNamespace
 
 from sqlalchemy import func, insert, select, update
@@ -33,6 +34,8 @@ class RunQueue:
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        # Set by a task-queue executor: called in the transaction recording a run (PostgreSQL only).
+        self.enqueue: Callable[[Connection, int], None] | None = None
 
     @property
     def intake(self):
@@ -51,7 +54,7 @@ class RunQueue:
         intake = self.intake
         if intake is None:
             with self.engine.connect() as conn:
-                return create_run(conn, actor=actor, audit_of=audit_of, **values)
+                return create_run(conn, actor=actor, audit_of=audit_of, enqueue=self.enqueue, **values)
         with self.engine.connect() as conn:  # a read: checked here too, as the intake cannot
             values["dataset"] = writable_dataset(conn, values.get("dataset")).name
 
@@ -142,6 +145,24 @@ class RunQueue:
             if self.intake is not None:
                 self.intake.forget(moved + ([claimed] if claimed is not None else []))
             return claimed
+
+    def claim(self, run_id: int, worker: str) -> bool:
+        """Claim one queued run for `worker` (a task queue's job); False when it is no longer queued.
+
+        The conditional update makes a job delivered twice, or after its run was cancelled, a no-op.
+        """
+        now = now_text()
+        with self.engine.connect() as conn, write_transaction(conn, apply_lock=False):
+            return conn.execute(update(Run).where(Run.id == run_id, Run.status == "queued").values(
+                status="running", worker=worker, heartbeat_at=now, started_at=now)).rowcount == 1
+
+    def earlier_unfinished(self, run_id: int) -> int | None:
+        """The oldest queued or running run queued before `run_id`, or None: `run_id`'s turn to apply."""
+        with self.engine.connect() as conn:
+            found = conn.execute(select(func.min(Run.id)).where(
+                Run.status.in_(("queued", "running")), Run.id < run_id, Run.kind.in_(QUEUE_KINDS))).scalar()
+            conn.rollback()
+        return found
 
     def _claim(self, conn: Connection, worker: str) -> int | None:
         now = now_text()

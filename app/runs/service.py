@@ -21,7 +21,7 @@ from ..config import ConfigError, pipeline_settings
 from ..models import Run
 from ..pipeline import Options, RunFailed, Settings, execute_run, run_file, warnings_of
 from ..pipeline import reprocess as reprocess_dead_letters
-from ..pipeline.run import upload_audit, writable_dataset
+from ..pipeline.run import Turn, upload_audit, writable_dataset
 from .errors import RunStateError
 from .executor import PROGRESS_INTERVAL, Body, Execution, Executor, ThreadExecutor, live_state
 from .housekeeping import housekeep
@@ -186,18 +186,42 @@ class RunService:
         """Claim the oldest queued run for this process, unless a run is being executed; return its id."""
         return self.queue.claim_next(self.worker_id())
 
-    def execute(self, run_id: int) -> dict | None:
-        """Execute a run this process has claimed; return its summary, or None when it did not succeed."""
+    def execute(self, run_id: int, turn: Turn | None = None) -> dict | None:
+        """Execute a run this process has claimed; return its summary, or None when it did not succeed.
+
+        With `turn` (see `turn()`), it waits after reading for the runs queued before it.
+        """
         try:
             with self.engine.connect() as conn:
                 return self._supervise(run_id, lambda reporter: execute_run(
-                    conn, run_id, settings=self.settings, progress=reporter))
+                    conn, run_id, settings=self.settings, progress=reporter, turn=turn))
         except RunFailed:
             return None
         except Exception as exc:  # the database went away before the pipeline could record the failure
             log.exception("run %s could not be executed", run_id)
             self.queue.mark_failed(run_id, f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
             return None
+
+    def turn(self, run_id: int, *, poll: float = 0.2, recover_seconds: float = 5.0) -> Turn:
+        """The wait of a run read beside others: until every run queued before it has finished.
+
+        A run before it that no worker has claimed yet (its job came late, or was put back after its
+        worker died) is claimed and executed here, so that workers all waiting for their turn never
+        wait for each other; runs of dead workers are marked interrupted meanwhile.
+        """
+        def wait(tick) -> None:
+            last_recover = time.monotonic()
+            while (earlier := self.queue.earlier_unfinished(run_id)) is not None:
+                tick()  # raises RunCancelled once this run is cancelled
+                if self.queue.claim(earlier, self.worker_id()):
+                    self.execute(earlier, turn=self.turn(earlier, poll=poll, recover_seconds=recover_seconds))
+                    continue
+                if time.monotonic() - last_recover >= recover_seconds:
+                    self.recover()
+                    last_recover = time.monotonic()
+                time.sleep(poll)
+
+        return wait
 
     def _supervise(self, run_id: int, body: Body) -> dict:
         """Execute a claimed run, whoever started it, with its reporter and watcher; check its file first."""
@@ -240,8 +264,7 @@ class RunService:
         """Mark `failed` ("interrupted") every running run whose worker died or whose lease expired."""
         if self.queue.intake is not None:  # moves into `runs` whose mover died are put back in the queue
             self.queue.intake.release_dead(lambda worker: self.liveness.alive(worker, None))
-        return self.liveness.recover(forget=lambda run_id: self.execution.progress_path(run_id)
-                                     .unlink(missing_ok=True))
+        return self.liveness.recover(forget=self.execution.board.clear)
 
     def housekeep(self, now=None) -> list[str]:
         """Remove stored uploads whose runs all ended longer than the retention ago; return their paths."""
@@ -301,8 +324,17 @@ def init_app(app) -> RunService:
     except ConfigError as exc:  # a bad upload URL, or a bucket that cannot be reached: one line and no start
         raise SystemExit(f"Sluice cannot start: {exc}") from None
     app.extensions["sluice_runs"] = service
-    embedded = app.config["SLUICE_EMBEDDED_WORKER"] and not app.config.get("SLUICE_DB_ERROR")
-    if embedded and _should_start_worker():
+    if app.config.get("SLUICE_DB_ERROR"):
+        return service
+    if app.config["SLUICE_EXECUTOR"] == "queue":
+        if engine.dialect.name != "postgresql":
+            raise SystemExit("Sluice cannot start: SLUICE_EXECUTOR=queue needs PostgreSQL (DATABASE_URL="
+                             "postgresql://…); on SQLite runs are executed by the embedded executor")
+        from .taskqueue import QueueExecutor
+
+        service.executor = QueueExecutor(service)
+        return service
+    if app.config["SLUICE_EMBEDDED_WORKER"] and _should_start_worker():
         executor = ThreadExecutor(service)
         service.executor = executor
         if _preloading_gunicorn():
