@@ -363,11 +363,28 @@ def worker_command(concurrency):
     sys.exit(run_workers(concurrency, executor.work))
 
 
+@click.command("queue")
+@_guard
+def queue_command():
+    """Show the task queue (SLUICE_EXECUTOR=queue): live workers, jobs waiting, runs queued and running."""
+    svc = _service()
+    if svc.workers() is None:
+        raise click.ClickException("SLUICE_EXECUTOR is embedded: runs are executed inside the web process, "
+                                   "and `flask --app app etl runs` lists them")
+    with _connection() as conn:
+        counts = dict(conn.execute(select(Run.status, func.count()).where(
+            Run.status.in_(("queued", "running"))).group_by(Run.status)).all())
+    click.echo(f"workers alive: {svc.workers()}")
+    click.echo(f"jobs waiting for a worker: {svc.executor.waiting_jobs()}")
+    click.echo(f"runs queued: {counts.get('queued', 0)}, running: {counts.get('running', 0)}")
+
+
 def init_app(app) -> None:
     """Register the `etl`, `users` and `tokens` command groups and the `worker` command."""
     from .cli_accounts import tokens, users
 
     app.cli.add_command(worker_command)
+    app.cli.add_command(queue_command)
     app.cli.add_command(etl)
     app.cli.add_command(users)
     app.cli.add_command(tokens)

@@ -30,6 +30,7 @@ from .queue import QUEUE_KINDS, RunQueue
 from .store import file_available, open_store, sha256_of
 
 log = logging.getLogger(__name__)
+NO_WORKER = "waiting for a worker: none is running (start one with: flask --app app worker)"
 
 
 class RunService:
@@ -129,7 +130,15 @@ class RunService:
     def live(self, run: dict) -> dict:
         """A run's row with its live progress and how far it is in words (`live_state`), for its page and poll."""
         progress = self.progress(run["id"]) if run["status"] in ("queued", "running") else None
-        return {**run, "progress": progress, **live_state(run, progress)}
+        state = live_state(run, progress)
+        if run["status"] == "queued" and self.workers() == 0:
+            state["phase_label"] = NO_WORKER
+        return {**run, "progress": progress, **state}
+
+    def workers(self) -> int | None:
+        """How many queue workers are alive on any host (None with the embedded executor, which needs none)."""
+        count = getattr(self.executor, "workers", None)
+        return count() if count is not None else None
 
     def run_file(self, path: str | Path, *, options: Options | None = None, dataset="events",
                  actor: Actor | None = None) -> dict:
