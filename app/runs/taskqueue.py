@@ -63,12 +63,13 @@ class QueueExecutor:
 
         # croniter takes seconds as a sixth field: every 5 s.
         @self.app.periodic(cron="* * * * * */5", periodic_id="sluice-recover")
-        @self.app.task(name="sluice.recover", queue=QUEUE, queueing_lock="sluice.recover")
+        # Before any waiting run's job: runs waiting for their turn may be waiting for this very recovery.
+        @self.app.task(name="sluice.recover", queue=QUEUE, queueing_lock="sluice.recover", priority=10)
         async def recover(timestamp: int) -> None:
             await self.recover()
 
         @self.app.periodic(cron="*/10 * * * *", periodic_id="sluice-housekeep")
-        @self.app.task(name="sluice.housekeep", queue=QUEUE, queueing_lock="sluice.housekeep")
+        @self.app.task(name="sluice.housekeep", queue=QUEUE, queueing_lock="sluice.housekeep", priority=5)
         def housekeep(timestamp: int) -> None:
             self.service.housekeep()
 
