@@ -97,7 +97,7 @@ class QueueExecutor:
         """Mark dead workers' runs interrupted, put back stalled jobs, queue jobs for queued runs without one."""
         await asyncio.to_thread(self.service.recover)
         manager = self.app.job_manager
-        for job in await manager.get_stalled_jobs(seconds_since_heartbeat=STALLED):
+        for job in await manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=STALLED):
             log.warning("job %s (%s) lost its worker: it goes back in the queue", job.id, job.task_name)
             await manager.retry_job(job)
         for run_id in await asyncio.to_thread(self.jobless_runs):
