@@ -153,10 +153,14 @@ def run_workers(concurrency: int, work) -> int:
     for child in children:
         child.start()
 
+    signals = []
+
     def stop(signum, _frame):
+        # The first Ctrl+C or SIGTERM asks each child to stop after its run at hand; a second one forces.
+        signals.append(signum)
         for child in children:
             if child.is_alive():
-                os.kill(child.pid, signum)
+                os.kill(child.pid, signal.SIGTERM if len(signals) == 1 else signal.SIGKILL)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
@@ -168,6 +172,13 @@ def run_workers(concurrency: int, work) -> int:
 def _child() -> None:
     """One worker process of `run_workers`: the app as the environment configures it, executing jobs."""
     from .. import create_app
+
+    # Stopping is the parent's to pass on, once: a terminal's Ctrl+C reaches only the parent's process
+    # group, and a copy that reaches the child directly as well (systemd signals every process) is
+    # ignored, since procrastinate puts this handler back once its own has asked the worker to stop.
+    os.setpgid(0, 0)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
     app = create_app()
     app.extensions["sluice_runs"].executor.work()
