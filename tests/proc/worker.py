@@ -1,9 +1,12 @@
 """A Sluice process for the run tests: `pause PHASE MARKER` stops inside a run; `serve` is a restarted app.
 
-    pause PHASE MARKER   execute the queued runs, but at progress PHASE (with records read) write MARKER and
-                         hold still until the run is cancelled (then go on) or the process is killed.
-    serve                start the app as a server would (embedded worker thread, which looks for dead
-                         workers' runs every 0.2 s here) and stay up until SIGTERM.
+    pause PHASE MARKER        execute the queued runs, but at progress PHASE (with records read) write MARKER
+                              and hold still until the run is cancelled (then go on) or the process is killed.
+    serve                     start the app as a server would (embedded worker thread, which looks for dead
+                              workers' runs every 0.2 s here) and stay up until SIGTERM.
+    queue-pause PHASE MARKER  a queue worker (`flask --app app worker`, SLUICE_EXECUTOR=queue) that, in the
+                              first run reaching PHASE with records read, writes MARKER and holds still until
+                              MARKER is removed (then goes on), the run is cancelled or the process is killed.
 
 The database and instance folder come from DATABASE_URL and SLUICE_INSTANCE_PATH.
 """
@@ -39,6 +42,30 @@ def pause(phase: str, marker: str) -> None:
     svc.drain()
 
 
+def queue_pause(phase: str, marker: str) -> None:
+    app = create_app()
+    svc = app.extensions["sluice_runs"]
+    svc.progress_interval = 0  # every tick is written, so the parent reads the exact stopping point
+    original = runs.ProgressReporter.__call__
+    paused = []
+
+    def pause_at(self, name, records, bytes_read):
+        original(self, name, records, bytes_read)
+        if name == phase and records > 0 and not paused:
+            paused.append(self.run_id)
+            Path(marker).write_text(f"{self.run_id} {name} {records}")
+            deadline = time.monotonic() + LIMIT_SECONDS
+            # `cancelled` is set by the run's watcher thread once it sees the cancel request in the database;
+            # the next progress call then stops the run.
+            while Path(marker).exists() and not self.cancelled.wait(0.05):
+                if time.monotonic() > deadline:
+                    # Neither resumed, cancelled nor killed in time (sys.exit ends only this job's thread).
+                    os._exit(3)
+
+    runs.ProgressReporter.__call__ = pause_at
+    svc.executor.work()
+
+
 def serve() -> None:
     os.environ["SLUICE_EMBEDDED_WORKER"] = "1"
     app = create_app()
@@ -53,5 +80,7 @@ def serve() -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "pause":
         pause(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "queue-pause":
+        queue_pause(sys.argv[2], sys.argv[3])
     else:
         serve()
