@@ -17,6 +17,7 @@ SAMPLE_SUMMARY = ROOT / "tests" / "data" / "sample_summary.json"
 MAKE_RECORDS = ROOT / "bench" / "make_records.py"  # the benchmark generator, shipped
 TABLES = ("target", "dead_letters", "lineage", "watermarks", "watermark_history", "runs", "audit_log",
           "api_tokens", "users", "run_progress")
+SERIAL_TABLES = tuple(t for t in TABLES if t not in ("target", "watermarks", "run_progress"))  # ids from a sequence
 PASSWORD = "correct horse battery staple"  # every test user's password
 
 
@@ -73,7 +74,7 @@ def db_url(database_template, tmp_path):
             conn.exec_driver_sql("UPDATE datasets SET version = %(version)s, title = %(title)s, "
                                  "description = %(description)s, archived_at = %(archived_at)s, "
                                  "archived_by = %(archived_by)s WHERE name = 'events'", _EVENTS_ROW)
-            conn.exec_driver_sql("; ".join([f"DELETE FROM {t}" for t in TABLES] + [f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), 1, false)" for t in TABLES if t not in ("target", "watermarks", "run_progress")]))  # 15x faster than TRUNCATE on small tables
+            conn.exec_driver_sql("; ".join([f"DELETE FROM {t}" for t in TABLES] + [f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), 1, false)" for t in SERIAL_TABLES]))  # 15x faster than TRUNCATE on small tables
         engine.dispose()
         return database_template
     path = tmp_path / "sluice.db"

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance, use_after_free
 
-from .conftest import PG_URL, SAMPLE_INPUT, TABLES
+from .conftest import PG_URL, SAMPLE_INPUT, SERIAL_TABLES, TABLES
 
 pytestmark = pytest.mark.slow
 MAX_EXAMPLES = 200  # per operation, positive and negative
@@ -76,7 +76,7 @@ def sample_data(app) -> None:
         for table in TABLES:
             conn.exec_driver_sql(f"DELETE FROM {table}")
         if PG_URL:  # SQLite's rowids restart by themselves in empty tables
-            for table in set(TABLES) - {"target", "watermarks"}:
+            for table in SERIAL_TABLES:
                 conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), 1, false)")
     svc = app.extensions["sluice_runs"]
     with open(SAMPLE_INPUT, "rb") as f:
