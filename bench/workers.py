@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -67,10 +67,10 @@ def _loadavg() -> list[float]:
 
 def start_workers(concurrency: int, env: dict, log_path: Path) -> subprocess.Popen:
     """`flask --app app worker --concurrency N` in a session of its own (so that it can be stopped whole)."""
-    log = open(log_path, "wb")
-    return subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker", "--concurrency",
-                             str(concurrency)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker", "--concurrency",
+                                 str(concurrency)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def stop_workers(process: subprocess.Popen) -> str:
@@ -155,7 +155,7 @@ def measure(concurrency: int, files: list[Path], url: str) -> dict:
         startup = wait_for_workers(service.executor, concurrency, process, log_path)
         print(f"{concurrency} worker(s) up in {startup:.1f} s; submitting {len(files)} files …", flush=True)
         started = time.perf_counter()
-        started_at = datetime.now(timezone.utc).replace(tzinfo=None)
+        started_at = datetime.now(UTC).replace(tzinfo=None)
         ids = []
         for path in files:
             with open(path, "rb") as stream:
