@@ -73,21 +73,35 @@ def start_workers(concurrency: int, env: dict, log_path: Path) -> subprocess.Pop
                                 start_new_session=True)
 
 
+def _children(pid: int) -> list[int]:
+    """The child processes of `pid` (Linux /proc): the worker's processes, which may have groups of their own."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(child) for child in f.read().split()]
+    except OSError:
+        return []
+
+
 def stop_workers(process: subprocess.Popen) -> str:
-    """SIGTERM (the worker forwards it to its processes), then SIGKILL to its session; say which it took."""
+    """SIGTERM (the worker passes it on to its processes), then SIGKILL to it and its children; say which it took."""
+    children = _children(process.pid)
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             pass
-    how = f"exited {process.returncode} after SIGTERM" if process.returncode is not None else "killed"
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # its session: only the processes this bench started
-    except ProcessLookupError:
-        pass
+    if process.returncode is not None:  # `run_workers` returns once all its processes have stopped
+        return f"exited {process.returncode} after SIGTERM"
+    # Only processes this bench started: the worker's session and the children it had (still running).
+    for kill in [lambda: os.killpg(process.pid, signal.SIGKILL)] + [
+            lambda child=child: os.kill(child, signal.SIGKILL) for child in children]:
+        try:
+            kill()
+        except ProcessLookupError:
+            pass
     process.wait()
-    return how
+    return "killed"
 
 
 def wait_for_workers(executor, concurrency: int, process: subprocess.Popen, log_path: Path) -> float:
