@@ -119,17 +119,17 @@ class QueueExecutor:
 
     def workers(self) -> int:
         """How many of procrastinate's workers beat their heartbeat lately (any host)."""
-        with self.service.engine.connect() as conn:
-            n = conn.execute(text("SELECT count(*) FROM procrastinate_workers "
-                                  "WHERE last_heartbeat > now() - make_interval(secs => :s)"), {"s": STALLED}).scalar()
-            conn.rollback()
-        return n
+        return self._count("SELECT count(*) FROM procrastinate_workers "
+                           "WHERE last_heartbeat > now() - make_interval(secs => :s)", s=STALLED)
 
     def waiting_jobs(self) -> int:
         """How many run jobs wait in the queue for a worker."""
+        return self._count("SELECT count(*) FROM procrastinate_jobs WHERE task_name = :task AND status = 'todo'",
+                           task=EXECUTE)
+
+    def _count(self, sql: str, **params) -> int:
         with self.service.engine.connect() as conn:
-            n = conn.execute(text("SELECT count(*) FROM procrastinate_jobs WHERE task_name = :task "
-                                  "AND status = 'todo'"), {"task": EXECUTE}).scalar()
+            n = conn.execute(text(sql), params).scalar()
             conn.rollback()
         return n
 
