@@ -346,18 +346,24 @@ def dataset_show_command(name):
     _show(name)
 
 
+def _queue_executor():
+    """The app's queue executor; a one-line error under the embedded executor, which has no queue."""
+    executor = _service().executor
+    if not hasattr(executor, "waiting_jobs"):  # not a QueueExecutor, whose module needs procrastinate
+        raise click.ClickException("there is no queue: SLUICE_EXECUTOR is embedded, so runs are executed inside "
+                                   "the web process; set SLUICE_EXECUTOR=queue (with PostgreSQL) for workers")
+    return executor
+
+
 @click.command("worker")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True,
               help="How many runs this host reads at the same time (one process each).")
 @_guard
 def worker_command(concurrency):
     """Execute queued runs from the task queue (SLUICE_EXECUTOR=queue), until stopped."""
-    from .runs.taskqueue import QueueExecutor, run_workers
+    from .runs.taskqueue import run_workers
 
-    executor = _service().executor
-    if not isinstance(executor, QueueExecutor):
-        raise click.ClickException("there is no queue to work on: set SLUICE_EXECUTOR=queue (with PostgreSQL); "
-                                   "the embedded executor runs inside the web process")
+    executor = _queue_executor()
     click.echo(f"Sluice worker: executing queued runs with {concurrency} process(es); Ctrl+C stops "
                "after the run at hand.")
     sys.exit(run_workers(concurrency, executor.work))
@@ -367,15 +373,12 @@ def worker_command(concurrency):
 @_guard
 def queue_command():
     """Show the task queue (SLUICE_EXECUTOR=queue): live workers, jobs waiting, runs queued and running."""
-    svc = _service()
-    if svc.workers() is None:
-        raise click.ClickException("SLUICE_EXECUTOR is embedded: runs are executed inside the web process, "
-                                   "and `flask --app app etl runs` lists them")
+    executor = _queue_executor()
     with _connection() as conn:
         counts = dict(conn.execute(select(Run.status, func.count()).where(
             Run.status.in_(("queued", "running"))).group_by(Run.status)).all())
-    click.echo(f"workers alive: {svc.workers()}")
-    click.echo(f"jobs waiting for a worker: {svc.executor.waiting_jobs()}")
+    click.echo(f"workers alive: {executor.workers()}")
+    click.echo(f"jobs waiting for a worker: {executor.waiting_jobs()}")
     click.echo(f"runs queued: {counts.get('queued', 0)}, running: {counts.get('running', 0)}")
 
 

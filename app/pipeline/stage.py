@@ -207,29 +207,24 @@ def fill(staging: Staging, items: Iterable[Item], *, watermark: str | None, late
     return counts
 
 
-def reskip(staging: Staging, counts: StageCounts, watermark: str) -> int:
+def reskip(staging: Staging, counts: StageCounts, watermark: str) -> None:
     """Skip the staged and rejected records older than `watermark`, a newer one than the run was read with.
 
-    The records move into the skipped table and `counts` follows; returns how many moved. Only
-    for a run read with `versions` kept, before `load.prepare`.
+    The records move into the skipped table and `counts` follows. Only for a run read with
+    `versions` kept, before `load.prepare`; a reject without a valid version stays a reject.
     """
     conn = staging.conn
-    moved = 0
-    for table, extra in ((STAGE, ""), (REJECT, " AND ver IS NOT NULL")):
-        where = f"WHERE ver < :wm{extra}"
-        if table == REJECT:
-            for code, n in conn.execute(text(f"SELECT error, count(*) FROM {REJECT} {where} GROUP BY error"),
-                                        {"wm": watermark}):
-                counts.errors[code] = counts.errors.get(code, 0) - n
-                counts.rejected -= n
+    old = {"wm": watermark}
+    for code, n in conn.execute(text(f"SELECT error, count(*) FROM {REJECT} WHERE ver < :wm GROUP BY error"), old):
+        counts.errors[code] -= n
+        counts.rejected -= n
+    for table in (STAGE, REJECT):
         n = conn.execute(text(f"INSERT INTO {SKIP} (pos, line, key, ver) SELECT pos, line, key, ver "
-                              f"FROM {table} {where}"), {"wm": watermark}).rowcount
-        conn.execute(text(f"DELETE FROM {table} {where}"), {"wm": watermark})
+                              f"FROM {table} WHERE ver < :wm"), old).rowcount
+        conn.execute(text(f"DELETE FROM {table} WHERE ver < :wm"), old)
+        counts.skipped += n
         if table == STAGE:
             counts.staged -= n
-        counts.skipped += n
-        moved += n
-    return moved
 
 
 SKIP_COLUMNS = [c.name for c in skipped.columns]

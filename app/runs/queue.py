@@ -151,16 +151,15 @@ class RunQueue:
 
         The conditional update makes a job delivered twice, or after its run was cancelled, a no-op.
         """
-        now = now_text()
         with self.engine.connect() as conn, write_transaction(conn, apply_lock=False):
-            return conn.execute(update(Run).where(Run.id == run_id, Run.status == "queued").values(
-                status="running", worker=worker, heartbeat_at=now, started_at=now)).rowcount == 1
+            return _take(conn, run_id, worker)
 
-    def earlier_unfinished(self, run_id: int) -> int | None:
-        """The oldest queued or running run queued before `run_id`, or None: `run_id`'s turn to apply."""
+    def earlier_unfinished(self, run_id: int):
+        """The oldest queued or running run queued before `run_id` (its id and status), or None: `run_id`'s turn."""
         with self.engine.connect() as conn:
-            found = conn.execute(select(func.min(Run.id)).where(
-                Run.status.in_(("queued", "running")), Run.id < run_id, Run.kind.in_(QUEUE_KINDS))).scalar()
+            found = conn.execute(select(Run.id, Run.status).where(
+                Run.status.in_(("queued", "running")), Run.id < run_id, Run.kind.in_(QUEUE_KINDS))
+                .order_by(Run.id).limit(1)).first()
             conn.rollback()
         return found
 
@@ -183,9 +182,7 @@ class RunQueue:
             return waiting
         if in_runs is None:
             return None
-        done = conn.execute(update(Run).where(Run.id == in_runs, Run.status == "queued").values(
-            status="running", worker=worker, heartbeat_at=now, started_at=now))
-        return in_runs if done.rowcount == 1 else None
+        return in_runs if _take(conn, in_runs, worker) else None
 
     def _move_cancelled(self, conn: Connection) -> list[int]:
         """Write the runs cancelled in the intake into `runs` (inside the claim's write transaction)."""
@@ -222,3 +219,10 @@ class RunQueue:
             conn.execute(update(Run).where(Run.id == run_id, Run.status == "running",
                                            Run.applied_seq.is_(None)).values(
                 status="failed", error=message, finished_at=now_text()))
+
+
+def _take(conn: Connection, run_id: int, worker: str) -> bool:
+    """The conditional claim of one run in `runs`: queued → running by `worker`; False when it was not queued."""
+    now = now_text()
+    return conn.execute(update(Run).where(Run.id == run_id, Run.status == "queued").values(
+        status="running", worker=worker, heartbeat_at=now, started_at=now)).rowcount == 1

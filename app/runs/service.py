@@ -222,8 +222,8 @@ class RunService:
             last_recover = time.monotonic()
             while (earlier := self.queue.earlier_unfinished(run_id)) is not None:
                 tick()  # raises RunCancelled once this run is cancelled
-                if self.queue.claim(earlier, self.worker_id()):
-                    self.execute(earlier, turn=self.turn(earlier, poll=poll, recover_seconds=recover_seconds))
+                if earlier.status == "queued" and self.queue.claim(earlier.id, self.worker_id()):
+                    self.execute(earlier.id, turn=self.turn(earlier.id, poll=poll, recover_seconds=recover_seconds))
                     continue
                 if time.monotonic() - last_recover >= recover_seconds:
                     self.recover()
