@@ -44,6 +44,7 @@ def test_the_queue_executor_on_sqlite_stops_the_start_saying_it_needs_postgresql
     assert str(stopped.value).startswith("Sluice cannot start: SLUICE_EXECUTOR=queue needs PostgreSQL")
 
 
+@pytest.mark.parametrize("executor", ["embedded"])  # also when the suite runs with TEST_EXECUTOR=queue
 def test_worker_and_queue_commands_say_there_is_no_queue_with_the_embedded_executor(runner):
     for command in (["worker"], ["queue"]):
         result = runner.invoke(args=command)
