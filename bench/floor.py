@@ -14,7 +14,7 @@ import sqlite3
 import time
 from datetime import timedelta
 
-from app.pipeline.validate import Invalid, canonical, now_text, ts_of, usable_key, validate, utc_now
+from app.pipeline.validate import Invalid, canonical, now_text, ts_of, usable_key, utc_now, validate
 
 # The connection settings Sluice's engine and its apply use (app/database.py, app/pipeline/run.py):
 # the floor gets the same ones, so the comparison is about the code, not the configuration.

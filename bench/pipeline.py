@@ -116,9 +116,9 @@ def code_version() -> dict:
         digest.update(path.read_bytes())
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
+                              text=True, timeout=10, check=False).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "app"], cwd=ROOT, capture_output=True,
-                               text=True, timeout=10).stdout.split("\n")
+                               text=True, timeout=10, check=False).stdout.split("\n")
     except (OSError, subprocess.SubprocessError):
         head, dirty = "?", []
     return {"commit": head, "app_digest": digest.hexdigest(),
@@ -156,8 +156,8 @@ _PG_DIGEST = "SELECT count(*), COALESCE(sum(('x' || left(md5(CAST(ROW({cols}) AS
 _NO_NOW = "regexp_replace({}, ' \\(\\d{{4}}-[^()]*\\)$', '')"
 PG_STATE = {
     "target": ("key, name, value, ts, run_id", "FROM target"),
-    "lineage": (f"l.dataset, l.run_id, l.pos, l.line, l.key, l.step, {_NO_NOW.format('l.detail')}, l.actor, "
-                "d.pos, d.fingerprint",
+    "lineage": ((f"l.dataset, l.run_id, l.pos, l.line, l.key, l.step, {_NO_NOW.format('l.detail')}, l.actor, "
+                 "d.pos, d.fingerprint"),
                 "FROM lineage l LEFT JOIN dead_letters d ON d.id = l.dead_letter_id"),
     "dead_letters": (("dataset, run_id, last_run_id, pos, line, key, error, "
                       f"{_NO_NOW.format('detail')}, raw, fingerprint, status, "
@@ -212,7 +212,7 @@ def pipeline_child(db_path: str, file_path: str, backfill: bool, cache_mib: int 
     if cache_mib is not None:
         @event.listens_for(engine, "before_cursor_execute", retval=True)
         def _cache(conn, cursor, statement, parameters, context, executemany):
-            if re.match(r"\s*PRAGMA\s+cache_size\b", statement, re.I):
+            if re.match(r"\s*PRAGMA\s+cache_size\b", statement, re.IGNORECASE):
                 statement = f"PRAGMA cache_size = -{cache_mib * 1024}"
             return statement, parameters
 
@@ -299,7 +299,7 @@ def floor_child(db_path: str, file_path: str, backfill: bool, cache_mib: int | N
 def _child_main(pipe, func, args) -> None:
     try:
         result = func(*args)
-    except BaseException:  # report it to the parent instead of dying silently
+    except BaseException:  # noqa: BLE001 -- report it to the parent instead of dying silently
         result = {"error": traceback.format_exc()}
     pipe.send(result)
     pipe.close()
@@ -386,9 +386,9 @@ def compare(results: dict) -> list[str]:
 
 
 def markdown(results: dict, n: int) -> str:
-    lines = ["| run | records | skipped / rejected / inserted / updated / unchanged / stale / superseded "
-             "| pipeline s | records/s | write lock s (recorded / until COMMIT ends) | pipeline peak RSS MiB "
-             "| floor s | floor peak RSS MiB | ratio (wall) | ratio (CPU) |",
+    lines = [("| run | records | skipped / rejected / inserted / updated / unchanged / stale / superseded "
+              "| pipeline s | records/s | write lock s (recorded / until COMMIT ends) | pipeline peak RSS MiB "
+              "| floor s | floor peak RSS MiB | ratio (wall) | ratio (CPU) |"),
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     total_p = total_f = cpu_p = cpu_f = 0.0
     for run in results["runs"]:
