@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from app.config import EXECUTORS
 from app.database import make_engine
 from app.schema import upgrade
 
@@ -22,10 +23,12 @@ TABLES = ("target", "dead_letters", "lineage", "watermarks", "watermark_history"
           "api_tokens", "users", "run_progress")
 SERIAL_TABLES = tuple(t for t in TABLES if t not in ("target", "watermarks", "run_progress"))  # ids from a sequence
 PASSWORD = "correct horse battery staple"  # every test user's password
+PROCRASTINATE_TABLES = ("procrastinate_periodic_defers", "procrastinate_events", "procrastinate_jobs",
+                        "procrastinate_workers")  # the order their foreign keys allow deleting in
 
 
 def pytest_configure(config):
-    if EXECUTOR not in ("embedded", "queue"):
+    if EXECUTOR not in EXECUTORS:
         raise pytest.UsageError(f"TEST_EXECUTOR must be embedded or queue, not {EXECUTOR!r}")
     if EXECUTOR == "queue" and not PG_URL:
         raise pytest.UsageError("TEST_EXECUTOR=queue needs PostgreSQL: set TEST_DATABASE_URL too")
@@ -86,9 +89,8 @@ def db_url(database_template, tmp_path):
                                  "description = %(description)s, archived_at = %(archived_at)s, "
                                  "archived_by = %(archived_by)s WHERE name = 'events'", _EVENTS_ROW)
             if conn.exec_driver_sql("SELECT to_regclass('procrastinate_jobs')").scalar() is not None:
-                # The queue executor's tables (made by its first app): no job outlives its test.
-                conn.exec_driver_sql("DELETE FROM procrastinate_periodic_defers; DELETE FROM procrastinate_jobs; "
-                                     "DELETE FROM procrastinate_workers")
+                # Made by the first app with the queue executor: no job or worker outlives its test.
+                conn.exec_driver_sql("; ".join(f"DELETE FROM {t}" for t in PROCRASTINATE_TABLES))
             conn.exec_driver_sql("; ".join([f"DELETE FROM {t}" for t in TABLES] + [f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), 1, false)" for t in SERIAL_TABLES]))  # 15x faster than TRUNCATE on small tables
         engine.dispose()
         return database_template

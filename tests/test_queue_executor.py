@@ -14,7 +14,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from app.pipeline import Options, run_file
 from app.runs.service import NO_WORKER
@@ -32,8 +31,6 @@ WORKER = Path(__file__).parent / "proc" / "worker.py"
 LEASE, HEARTBEAT = 3, 1  # seconds: a dead worker's run is noticed by the other host within a few seconds
 SECRET = "the hosts' shared secret key"
 TERMINAL = ("succeeded", "failed", "cancelled")
-PROCRASTINATE_TABLES = ("procrastinate_periodic_defers", "procrastinate_events", "procrastinate_jobs",
-                        "procrastinate_workers")
 
 
 class Hosts:
@@ -106,14 +103,6 @@ class Hosts:
         return int(run_of(self.engine, run_id).worker.split(":")[1])
 
 
-def clean_queue(engine) -> None:
-    """Empty procrastinate's tables (the db_url fixture does not know them)."""
-    with engine.begin() as conn:
-        for table in PROCRASTINATE_TABLES:
-            if conn.execute(text("SELECT to_regclass(:t)"), {"t": table}).scalar() is not None:
-                conn.exec_driver_sql(f"DELETE FROM {table}")
-
-
 @pytest.fixture
 def hosts(db_url, engine, tmp_path, monkeypatch, s3_endpoint, password_hash):  # noqa: F811
     """Host A's app and client in this process, set up like host B's processes: from the environment."""
@@ -131,8 +120,7 @@ def hosts(db_url, engine, tmp_path, monkeypatch, s3_endpoint, password_hash):  #
     for name, value in shared.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("SLUICE_INSTANCE_PATH", str(tmp_path / "a"))
-    app = create_app({"TESTING": True})  # creates procrastinate's tables on first use
-    clean_queue(engine)
+    app = create_app({"TESTING": True})  # makes procrastinate's tables; db_url empties them
     with engine.connect() as conn:
         user = create_user(conn, "admin", "admin", Actor(label="test"), password_hash=password_hash)
     client = app.test_client()
@@ -143,7 +131,6 @@ def hosts(db_url, engine, tmp_path, monkeypatch, s3_endpoint, password_hash):  #
     finally:
         for proc, _ in hosts.procs:
             hosts.stop(proc)
-        clean_queue(engine)
         with app.app_context():
             db.engine.dispose()
 

@@ -275,7 +275,12 @@ def test_service_is_registered_and_no_thread_in_tests(app, executor):
     svc = app.extensions["sluice_runs"]
     assert isinstance(svc, RunService)
     # Embedded without its thread (tests drain runs themselves), or the queue executor, which starts none.
-    assert type(svc.executor).__name__ == "QueueExecutor" if executor == "queue" else svc.executor is None
+    if executor == "queue":
+        from app.runs.taskqueue import QueueExecutor  # procrastinate is imported only for the queue
+
+        assert isinstance(svc.executor, QueueExecutor)
+    else:
+        assert svc.executor is None
 
 
 def test_housekeeping_keeps_a_file_uploaded_again_before_its_new_run_is_recorded(svc, app):
