@@ -234,7 +234,7 @@ def pipeline_child(db_path: str, file_path: str, backfill: bool, cache_mib: int 
 
     with engine.connect() as conn:
         backend = None
-        if postgres:  # the whole run is on this one connection (its TEMP tables are), so one server process
+        if postgres:  # the run's own connection (its TEMP tables are), and the lineage writer's (below)
             with conn.begin():
                 backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
             server_cpu = backend_cpu_seconds(backend)
@@ -247,6 +247,12 @@ def pipeline_child(db_path: str, file_path: str, backfill: bool, cache_mib: int 
         cpu = cpu_seconds() - cpu
         if postgres:
             server_cpu = backend_cpu_seconds(backend) - server_cpu
+            # The lineage writer's connection (app/pipeline/lineage_writer.py) was opened by this run and
+            # is kept by the pool: every other server process of this database is this run's.
+            with conn.begin():
+                others = conn.exec_driver_sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                              "AND pid <> pg_backend_pid()").scalars().all()
+            server_cpu += sum(backend_cpu_seconds(pid) for pid in others)
         rss = peak_rss_mb()
         lock_seconds = read_run(conn, summary["run_id"]).lock_seconds
     engine.dispose()

@@ -149,21 +149,55 @@ def texts(shape) -> dict:
 _DS = "CAST(:ds AS VARCHAR(40))"
 _LINEAGE = ("INSERT INTO lineage (dataset, run_id, pos, line, key, step, at, detail, dead_letter_id) "
             f"SELECT {_DS}, :run, ")
+# The same with ids in the run's own range (lineage_writer): a record's read step at 2 * pos.
+_LINEAGE_IDS = ("INSERT INTO lineage (id, dataset, run_id, pos, line, key, step, at, detail, dead_letter_id) "
+                f"SELECT CAST(:base AS BIGINT) + 2 * r.pos, {_DS}, :run, ")
 # Lineage with who: the `reprocessed` entries of a retry. :actor is typed too (it may be NULL).
 _ACTOR = "CAST(:actor AS VARCHAR(128))"
 _LINEAGE_BY = ("INSERT INTO lineage (dataset, run_id, pos, line, key, step, at, detail, dead_letter_id, actor) "
                f"SELECT {_DS}, :run, ")
+# A record's read step is stamped when the run began reading (:read_at); its outcome when it applied (:now).
+_STAGED = "s.pos, s.line, s.key, 'staged', :read_at, :valid || s.ver, NULL FROM sluice_stage s ORDER BY s.key, s.ver, s.pos"
+_SKIPPED = ("s.pos, s.line, COALESCE(s.key, ''), 'skipped', :read_at, "
+            ":ver || s.ver || ' is older than the watermark ' || :wm, NULL FROM sluice_skip s ORDER BY s.key, s.pos")
+_REJECTED = ("r.pos, r.line, COALESCE(r.key, ''), 'rejected', :read_at, r.error || ': ' || r.detail, {dead_letter} "
+             "FROM sluice_reject r ORDER BY r.key, r.pos")
+_SUPERSEDED = ("w.pos, w.line, w.key, 'superseded', :now, "
+               "'superseded by the record at position ' || CAST(w.winner AS TEXT) || ' of this run', NULL "
+               "FROM sluice_win w ORDER BY w.key, w.pos")
+_OUTCOME = ("o.pos, o.line, o.key, o.outcome, :now, "
+            "CASE o.outcome WHEN 'inserted' THEN 'new key' "
+            "WHEN 'unchanged' THEN :same "
+            "WHEN 'stale' THEN :ver || o.ver || :older_stored || o.over "
+            "|| '; stored row kept' ELSE u.detail END, NULL "
+            "FROM sluice_out o LEFT JOIN sluice_upd u ON u.pos = o.pos")
 
 
-def apply(staging: Staging, *, run_id: int, now: str, watermark: str | None, retry: bool,
-          counts: LoadCounts, actor: str | None = None) -> None:
+def parameters(staging: Staging, *, run_id: int, now: str, read_at: str, watermark: str | None,
+               actor: str | None = None, base: int | None = None) -> dict:
+    """The bound parameters of a run's apply and lineage SQL."""
+    return {"run": run_id, "now": now, "read_at": read_at, "wm": watermark or "", "ds": staging.dataset.name,
+            "actor": actor, "base": base, **texts(staging.dataset.shape)}
+
+
+def outcome_entries(staging: Staging, params: dict) -> list[tuple[str, dict]]:
+    """The `superseded` and outcome entries of a classified run as SELECTs of whole lineage rows, ids in its range.
+
+    For lineage_writer.LineageWriter.outcomes; the columns are lineage_writer.COLUMNS.
+    """
+    conn = staging.conn
+    head = f"SELECT CAST(:base AS BIGINT) + 2 * {{a}}.pos + 1, {_DS}, :run, "
+    return [(_params(conn, head.format(a=a) + body, params), params) for a, body in (("w", _SUPERSEDED), ("o", _OUTCOME))]
+
+
+def apply(staging: Staging, *, params: dict, retry: bool, counts: LoadCounts, lineage=None) -> None:
     """Write the classified run into its dataset's table, dead letters and lineage (inside the write lock).
 
-    `actor` (a label) is who asked for a retry of dead letters: their `updated_by` and `reprocessed` entries.
+    `params` come from `parameters`; its `actor` (a label) is who asked for a retry of dead letters:
+    their `updated_by` and `reprocessed` entries. With `lineage` (a LineageWriter, PostgreSQL), every
+    entry but the `rejected` ones is that writer's; the rejected ones get ids in its range.
     """
     conn, ds = staging.conn, staging.dataset
-    params = {"run": run_id, "now": now, "wm": watermark or "", "ds": ds.name, "actor": actor,
-              **texts(ds.shape)}
 
     def sql(statement: str) -> int:
         return conn.exec_driver_sql(_params(conn, statement, params), params).rowcount
@@ -190,21 +224,14 @@ def apply(staging: Staging, *, run_id: int, now: str, watermark: str | None, ret
     else:
         dead_letter = "(SELECT t.dl_id FROM sluice_retry t WHERE t.pos = r.pos)"
 
-    entries += sql(_LINEAGE + "pos, line, key, 'staged', :now, :valid || ver, NULL "
-                   "FROM sluice_stage ORDER BY key, ver, pos")
-    entries += sql(_LINEAGE + "pos, line, COALESCE(key, ''), 'skipped', :now, "
-                   ":ver || ver || ' is older than the watermark ' || :wm, NULL FROM sluice_skip ORDER BY key, pos")
-    entries += sql(_LINEAGE + "r.pos, r.line, COALESCE(r.key, ''), 'rejected', :now, "
-                   f"r.error || ': ' || r.detail, {dead_letter} FROM sluice_reject r ORDER BY r.key, r.pos")
-    entries += sql(_LINEAGE + "pos, line, key, 'superseded', :now, "
-                   "'superseded by the record at position ' || CAST(winner AS TEXT) || ' of this run', NULL "
-                   "FROM sluice_win ORDER BY key, pos")
-    entries += sql(_LINEAGE + "o.pos, o.line, o.key, o.outcome, :now, "
-                   "CASE o.outcome WHEN 'inserted' THEN 'new key' "
-                   "WHEN 'unchanged' THEN :same "
-                   "WHEN 'stale' THEN :ver || o.ver || :older_stored || o.over "
-                   "|| '; stored row kept' ELSE u.detail END, NULL "
-                   "FROM sluice_out o LEFT JOIN sluice_upd u ON u.pos = o.pos")
+    if lineage is not None:
+        counts.lineage_entries = sql(_LINEAGE_IDS + _REJECTED.format(dead_letter=dead_letter)) + lineage.written
+        return
+    entries += sql(_LINEAGE + _STAGED)
+    entries += sql(_LINEAGE + _SKIPPED)
+    entries += sql(_LINEAGE + _REJECTED.format(dead_letter=dead_letter))
+    entries += sql(_LINEAGE + _SUPERSEDED)
+    entries += sql(_LINEAGE + _OUTCOME)
     counts.lineage_entries = entries
 
 

@@ -18,7 +18,7 @@ from ..accounts.actor import Actor
 from ..database import in_record_order, write_transaction
 from ..intake import intake_for
 from ..models import DeadLetter, Run
-from . import load, stage, watermark
+from . import lineage_writer, load, stage, watermark
 from .extract import MAX_RECORD_BYTES, InputError, Item, Reader
 from .validate import canonical, now_text, utc_now
 
@@ -348,6 +348,20 @@ def _loadable(conn: Connection, name: str):
 
 def _attempt_run(conn, run, options: Options, settings: Settings, source, report, bytes_read, dl_ids,
                  turn: Turn | None) -> dict:
+    writers: list[lineage_writer.LineageWriter] = []
+    try:
+        return _attempt(conn, run, options, settings, source, report, bytes_read, dl_ids, turn, writers)
+    except BaseException:
+        if any(w.committed for w in writers):  # its lineage committed, its apply did not
+            lineage_writer.forget(conn, run.id)
+        raise
+    finally:
+        for w in writers:
+            w.close()
+
+
+def _attempt(conn, run, options: Options, settings: Settings, source, report, bytes_read, dl_ids,
+             turn: Turn | None, writers: list) -> dict:
     run_id = run.id
     with conn.begin():
         if conn.dialect.name == "sqlite":
@@ -371,11 +385,18 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
         follow(counts)
     # A run that waits for its turn keeps its rejects' versions: the watermark may move meanwhile.
     versions = turn is not None and not options.ignore_watermark and dl_ids is None
+    read_at = now_text()
+    writer = None
+    if lineage_writer.usable(conn.engine, run_id) and not options.dry_run and dl_ids is None:
+        writer = lineage_writer.LineageWriter(conn.engine, run_id=run_id, dataset=dataset.name, read_at=read_at,
+                                              texts=load.texts(dataset.shape))
+        writers.append(writer)
     report("reading", 0, 0)
     with conn.begin():
         staging = stage.create(conn, dataset)
         stage.fill(staging, source(), watermark=wm_for_skip, latest=latest, dl_ids=dl_ids, tick=tick, counts=counts,
-                   versions=versions)
+                   versions=versions,
+                   read_steps=None if writer is None else lambda good, old: writer.read_steps(good, old, wm_for_skip))
     if turn is not None:
         report("waiting for its turn", counts.input_records, bytes_read())
         turn(lambda: report("waiting for its turn", counts.input_records, bytes_read()))
@@ -387,6 +408,11 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
                 # been read after them. A watermark moved back (a reset) reads it again (below).
                 with conn.begin():
                     stage.reskip(staging, counts, wm_now)
+                if writer is not None and counts.skipped:
+                    # Its `staged` entries of the records skipped now, or its `skipped` entries naming the
+                    # old watermark, would differ from what reading now writes: the apply writes all.
+                    writer.close()
+                    writer = None
                 wm_before = wm_for_skip = wm_now
                 _set(conn, run_id, *_owned(run), watermark_before=wm_before)
     if options.dry_run:
@@ -412,6 +438,13 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
         loaded = load.LoadCounts(superseded=load.prepare(staging))
         version = _applied_version(conn)
         outcomes = load.classify(staging)
+        if writer is not None:
+            # Written beside the apply, as decided now; should another run apply first, the
+            # outcomes are decided again under the lock and the apply writes all the lineage.
+            now = now_text()
+            params = load.parameters(staging, run_id=run_id, now=now, read_at=read_at, watermark=wm_before,
+                                     base=writer.base)
+            writer.outcomes(conn, load.outcome_entries(staging, params), loaded.superseded + sum(outcomes.values()))
 
     report("waiting for the write lock", counts.input_records, 0)
     try:
@@ -427,19 +460,29 @@ def _attempt_run(conn, run, options: Options, settings: Settings, source, report
                 wm_before = wm_now  # nothing was skipped by it: apply and advance from the new value
             if dl_ids:
                 _check_still_open(conn, list(dl_ids.values()))
-            if _applied_version(conn) != version:
+            moved = _applied_version(conn) != version
+            if writer is not None and (moved or not writer.fits(conn, counts.input_records)):
+                writer.close()  # its ids or its outcomes would be out of order: the apply writes all the lineage
+                writer = None
+            if moved:
                 outcomes = load.classify(staging)  # another run applied meanwhile: decide again, under the lock
             for name, n in outcomes.items():
                 setattr(loaded, name, n)
-            now = now_text()
-            # A reprocess's dead letters and `reprocessed` entries name who asked for it (the run's created_by).
-            load.apply(staging, run_id=run_id, now=now, watermark=wm_before, retry=dl_ids is not None,
-                       counts=loaded, actor=run.created_by)
+            if writer is None:
+                now = now_text()
+                # A reprocess's dead letters and `reprocessed` entries name who asked for it (the run's created_by).
+                params = load.parameters(staging, run_id=run_id, now=now, read_at=read_at, watermark=wm_before,
+                                         actor=run.created_by)
+            else:
+                writer.claim(conn, counts.input_records)
+            load.apply(staging, params=params, retry=dl_ids is not None, counts=loaded, lineage=writer)
             wm_after = watermark.advance(conn, wm_before, run_id, dataset)
             result.update(asdict(loaded), watermark_before=wm_before, watermark_after=wm_after)
             report("committing", counts.input_records, 0)
             if options.dry_run:
                 raise _DryRun()
+            if writer is not None:
+                writer.finish()  # its lineage commits just before the rest of the apply (and inside its lock time)
             seq = (_applied_version(conn) or 0) + 1
             # Everything the run's row needs is in the committed UPDATE, so that nothing after COMMIT
             # can leave an applied run looking unfinished; the lock time is measured up to here.

@@ -145,7 +145,8 @@ def bulk_insert(conn: Connection, table: str, columns: list[str], rows: list[tup
 
 def fill(staging: Staging, items: Iterable[Item], *, watermark: str | None, latest: str,
          dl_ids: dict | None = None, tick: Callable[[int], None] | None = None,
-         counts: StageCounts | None = None, versions: bool = False) -> StageCounts:
+         counts: StageCounts | None = None, versions: bool = False,
+         read_steps: Callable[[list, list], None] | None = None) -> StageCounts:
     """Read every item into the staging tables with the dataset's validator, classified; return the counts.
 
     `watermark` is None when it does not apply (none yet, or a backfill); `latest` is the newest
@@ -153,6 +154,7 @@ def fill(staging: Staging, items: Iterable[Item], *, watermark: str | None, late
     reprocess run retries; `tick(records)` is called every few thousand records. `counts`, when
     given, is the StageCounts filled: its skipped and rejected are exact at any moment (for progress).
     `versions` keeps each reject's version even without a watermark, for a later `reskip`.
+    `read_steps(staged, skipped)` is handed each batch's staged and skipped rows as they are stored.
     """
     conn = staging.conn
     validator = staging.dataset.validator
@@ -164,6 +166,8 @@ def fill(staging: Staging, items: Iterable[Item], *, watermark: str | None, late
 
     def flush() -> None:
         counts.staged += len(good)
+        if read_steps is not None:
+            read_steps(good, old)
         for table, columns, rows in ((STAGE, stage_columns, good), (SKIP, SKIP_COLUMNS, old),
                                      (REJECT, REJECT_COLUMNS, bad), (RETRY, RETRY_COLUMNS, retry)):
             bulk_insert(conn, table, columns, rows)

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from ..database import write_transaction
 from ..models import Run
+from ..pipeline import lineage_writer
 from ..pipeline.validate import canonical, now_text, utc_now
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class Liveness:
                         Run.applied_seq.is_(None)).values(
                         status="failed", error=INTERRUPTED, finished_at=now_text()))
                 if done.rowcount:
+                    # Killed between committing its lineage and its apply (PostgreSQL, lineage_writer)?
+                    lineage_writer.forget(conn, r.id)
                     marked.append(r.id)
                     forget(r.id)
                     log.warning("run %s was interrupted (worker %s is gone)", r.id, r.worker)

@@ -1,0 +1,128 @@
+"""A key's lineage follows the order in which runs applied, however each run wrote it.
+
+On PostgreSQL a run writes most of its lineage on a second connection, with ids chosen before it
+knows when it applies (app/pipeline/lineage_writer.py); these tests hold it to the same history
+as writing it all under the apply lock, which SQLite does and PostgreSQL falls back to.
+"""
+import json
+
+import pytest
+from sqlalchemy import text
+
+from app import queries
+from app.pipeline import RunCancelled, RunFailed, create_run, discard, execute_run
+from app.runs.liveness import Liveness
+
+from .pipeline_helpers import fetch, load, rec, snapshot
+
+FIRST = [rec("a", value=1, ts="2025-01-10T00:00:00"), rec("b", value=1, ts="2025-01-10T00:00:00"),
+         rec("bad", value="x", ts="2025-01-10T00:00:00")]
+# Against FIRST: updates a, leaves b unchanged, supersedes one c by the other, skips an old one,
+# rejects bad again and a new one.
+SECOND = [rec("a", value=2, ts="2025-01-11T00:00:00"), rec("b", value=1, ts="2025-01-10T00:00:00"),
+          rec("c", value=1, ts="2025-01-12T00:00:00"), rec("c", value=2, ts="2025-01-13T00:00:00"),
+          rec("old", value=1, ts="2025-01-01T00:00:00"), rec("bad", value="x", ts="2025-01-10T00:00:00"),
+          rec("worse", value=None, ts="2025-01-11T00:00:00")]
+
+
+def recorded(conn, write, name: str, records: list) -> int:
+    return create_run(conn, kind="upload", source_name=name, file_path=str(write(name, json.dumps(records))))
+
+
+def history(conn, key: str) -> list[tuple]:
+    """The key's lineage page as a user reads it: each run's group, newest first, as (run, [steps])."""
+    with conn.begin():
+        groups = queries.lineage_of_key(conn, key)["groups"]
+    return [(g["run_id"], [e["step"] for e in g["entries"]]) for g in groups]
+
+
+def run_page(conn, run_id: int) -> list[tuple]:
+    """A run's lineage page, every entry, without ids and times."""
+    with conn.begin():
+        rows = queries.run_lineage(conn, run_id, limit=500)["rows"]
+    return [(r["pos"], r["line"], r["key"], r["step"], r["detail"], r["dead_letter_id"] is not None) for r in rows]
+
+
+def test_a_run_recorded_later_but_applied_first_comes_first_in_the_history(conn, write):
+    earlier, later = recorded(conn, write, "one.json", FIRST), recorded(conn, write, "two.json", SECOND)
+    execute_run(conn, later)
+    execute_run(conn, earlier)  # applies last, under the watermark the other moved: its entries are the newest
+    assert history(conn, "a") == [(earlier, ["skipped"]), (later, ["staged", "inserted"])]
+    assert history(conn, "bad") == [(earlier, ["skipped"]), (later, ["rejected"])]
+
+
+def test_the_lineage_of_a_run_reads_the_same_however_it_was_written(conn, write):
+    # One after another (on PostgreSQL: written beside the apply) …
+    load(conn, write, FIRST, name="first.json")
+    beside = load(conn, write, SECOND, name="second.json")
+    expected = run_page(conn, beside["run_id"])
+    assert [e[3] for e in expected] == ["staged", "updated", "staged", "unchanged", "staged", "superseded",
+                                        "staged", "inserted", "skipped", "rejected", "rejected"]
+    with conn.begin():
+        for table in ("target", "lineage", "dead_letters", "watermark_history", "watermarks", "runs"):
+            conn.exec_driver_sql(f"DELETE FROM {table}")
+    # … and the same files with the second recorded first, so that it applies after a later run (on
+    # PostgreSQL its ids would be out of order: it writes everything under the apply lock).
+    second = recorded(conn, write, "second.json", SECOND)
+    load(conn, write, FIRST, name="first.json")
+    execute_run(conn, second)
+    assert run_page(conn, second) == expected
+
+
+def test_what_happens_after_a_run_is_newer_than_the_run(conn, write):
+    load(conn, write, FIRST, name="first.json")
+    (letter,) = fetch(conn, "SELECT id FROM dead_letters WHERE key = 'bad'")
+    discard(conn, [letter.id], reason="known bad")
+    later = load(conn, write, SECOND, name="second.json")
+    steps = [steps for _, steps in history(conn, "bad")]
+    assert steps == [["rejected"], ["discarded"], ["rejected"]]
+    assert history(conn, "bad")[0][0] == later["run_id"]
+
+
+def test_a_run_whose_commit_fails_after_its_lineage_was_written_leaves_no_lineage(engine, conn, write):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL writes a run's lineage on a connection of its own")
+    load(conn, write, FIRST, name="first.json")
+    before = snapshot(conn)
+    # A deferred check fails the run's COMMIT itself: after its lineage connection committed.
+    with conn.begin():
+        conn.exec_driver_sql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                             "$$ BEGIN RAISE EXCEPTION 'the disk is full'; END $$")
+        conn.exec_driver_sql("CREATE CONSTRAINT TRIGGER refuse AFTER UPDATE ON runs DEFERRABLE INITIALLY DEFERRED "
+                             "FOR EACH ROW WHEN (NEW.status = 'succeeded') EXECUTE FUNCTION refuse()")
+    try:
+        with pytest.raises(RunFailed, match="the disk is full") as failed:
+            load(conn, write, SECOND, name="second.json")
+    finally:
+        with conn.begin():
+            conn.exec_driver_sql("DROP TRIGGER refuse ON runs")
+            conn.exec_driver_sql("DROP FUNCTION refuse()")
+    assert fetch(conn, "SELECT status FROM runs WHERE id = :r", r=failed.value.run_id) == [("failed",)]
+    assert snapshot(conn) == before
+
+
+def test_an_interrupted_run_keeps_no_lineage(engine, conn, write, tmp_path):
+    """A worker killed between committing its lineage and its apply: the entries go when the run is marked."""
+    run_id = create_run(conn, kind="upload", source_name="x.json", worker="elsewhere:1:gone")
+    with conn.begin():
+        conn.execute(text("UPDATE runs SET heartbeat_at = '2000-01-01T00:00:00' WHERE id = :r"), {"r": run_id})
+        conn.execute(text("INSERT INTO lineage (dataset, run_id, pos, line, key, step, at, detail) "
+                          "VALUES ('events', :r, 1, 1, 'k', 'staged', '2025-01-01T00:00:00', 'valid')"), {"r": run_id})
+    assert Liveness(engine, tmp_path / "workers", lease_seconds=30).recover() == [run_id]
+    assert fetch(conn, "SELECT status, error FROM runs WHERE id = :r", r=run_id) == [("failed", "interrupted")]
+    assert history(conn, "k") == []
+
+
+def test_a_run_cancelled_half_way_through_its_file_leaves_no_lineage(conn, write):
+    load(conn, write, FIRST, name="first.json")
+    before = snapshot(conn)
+    many = [rec(f"k{i}", value=i, ts="2025-01-11T00:00:00") for i in range(45_000)]
+
+    def cancel_after_a_batch(phase, records, nbytes):
+        if phase == "reading" and records >= 20_000:  # batches of 20,000 are staged (and their lineage sent)
+            raise RunCancelled()
+
+    with pytest.raises(RunFailed, match="cancelled by request"):
+        load(conn, write, many, name="many.json", progress=cancel_after_a_batch)
+    assert snapshot(conn) == before
+    assert load(conn, write, SECOND, name="second.json")["lineage_entries"] == len(SECOND) + 4
