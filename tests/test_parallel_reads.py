@@ -60,7 +60,7 @@ def everything(conn, runs: tuple[int, int]) -> dict:
     state = snapshot(conn)
     return {"target": target(conn),
             "dead_letters": sorted((r.key, r.error, r.status) for r in state["dead_letters"]),
-            "lineage": sorted((r.key, r.step, r.pos) for r in state["lineage"]),
+            "lineage": sorted((r.key, r.step, r.pos, r.detail) for r in state["lineage"]),
             "watermark": [r.value for r in state["watermarks"]],
             "runs": [outcome(conn, r)[:-2] + (outcome(conn, r)[-2] is not None,) for r in runs],
             "watermark_before_second": outcome(conn, runs[1])[-2]}

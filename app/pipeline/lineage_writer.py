@@ -81,6 +81,27 @@ class LineageWriter:
         self._reading.close()
 
     # --- superseded and outcomes, beside the apply ---------------------------------------------------
+    def replace(self, conn: Connection, selects: list[tuple[str, dict]]) -> None:
+        """After a reskip: make the rows of `selects` (the run's `skipped` entries) the entries of their records.
+
+        Reading under the newer watermark would have skipped them: their `staged` or `skipped` entries
+        sent while reading are deleted (they have the same ids), then these written.
+        """
+        self.end_read()
+        cursor = self._cursor
+        cursor.execute(f"CREATE TEMP TABLE sluice_redo AS SELECT {COLUMNS} FROM lineage WITH NO DATA")
+        with self._spool(conn, selects) as spool, cursor.copy(f"COPY sluice_redo ({COLUMNS}) FROM STDIN") as copy:
+            while block := spool.read(1 << 20):
+                copy.write(block)
+        cursor.execute("ANALYZE sluice_redo")
+        # Within the run's own range of ids: a probe of the primary key, never a scan of all lineage.
+        cursor.execute("DELETE FROM lineage l USING sluice_redo r WHERE l.id = r.id "
+                       "AND l.id BETWEEN %(lo)s AND %(hi)s", {"lo": self.base, "hi": self.base + (1 << SHIFT) - 1})
+        self.written -= cursor.rowcount
+        cursor.execute(f"INSERT INTO lineage ({COLUMNS}) SELECT {COLUMNS} FROM sluice_redo")
+        self.written += cursor.rowcount
+        cursor.execute("DROP TABLE sluice_redo")
+
     def outcomes(self, conn: Connection, selects: list[tuple[str, dict]], entries: int) -> None:
         """Copy the `entries` rows of `selects` (each SQL and its parameters, run on the run's connection) into lineage.
 
@@ -88,7 +109,16 @@ class LineageWriter:
         for its apply; a thread writes them while it upserts.
         """
         self.end_read()
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (closed by the thread)
+        spool = self._spool(conn, selects)
+        self.written += entries
+        self._thread = threading.Thread(target=self._feed, args=(spool,), name=f"lineage-{self.run_id}",
+                                        daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _spool(conn: Connection, selects: list[tuple[str, dict]]):
+        """The rows of `selects`, run on `conn`, in COPY's text format in a spooled file, rewound."""
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (the caller closes it)
         cursor = conn.connection.dbapi_connection.cursor()
         with cursor:
             for statement, params in selects:
@@ -96,10 +126,7 @@ class LineageWriter:
                     for block in copy:
                         spool.write(block)
         spool.seek(0)
-        self.written += entries
-        self._thread = threading.Thread(target=self._feed, args=(spool,), name=f"lineage-{self.run_id}",
-                                        daemon=True)
-        self._thread.start()
+        return spool
 
     def _feed(self, spool) -> None:
         try:

@@ -45,21 +45,28 @@ def update_detail(old_name, name, old_value, value, old_ts, ts) -> str:
 def prepare(staging: Staging) -> int:
     """Find the staged records that a later one of the same key supersedes; return how many.
 
-    The latest version wins and a tie goes to the later record. Most keys appear once, so an index
-    probe per record beats ranking every record with a window function (4× faster here).
+    The latest version wins and a tie goes to the later record. On SQLite most keys appear once, so
+    an index probe per record beats ranking every record with a window function (4× faster there);
+    on PostgreSQL the window function is faster (5.1 s against 7.9 s with its index, at 3M records).
     """
     conn = staging.conn
-    conn.exec_driver_sql("CREATE INDEX ix_sluice_stage_key ON sluice_stage (key, ver, pos)")
     if conn.dialect.name == "postgresql":
         # Autovacuum never sees TEMP tables: without statistics the planner would guess their sizes.
         conn.exec_driver_sql("ANALYZE sluice_stage, sluice_skip, sluice_reject")
-    conn.exec_driver_sql(
-        "CREATE TEMP TABLE sluice_win AS "
-        "SELECT s.pos, s.line, s.key, (SELECT x.pos FROM sluice_stage x WHERE x.key = s.key "
-        "ORDER BY x.ver DESC, x.pos DESC LIMIT 1) AS winner "
-        "FROM sluice_stage s WHERE EXISTS (SELECT 1 FROM sluice_stage x WHERE x.key = s.key "
-        "AND (x.ver > s.ver OR (x.ver = s.ver AND x.pos > s.pos)))"
-    )
+        conn.exec_driver_sql(
+            "CREATE TEMP TABLE sluice_win AS SELECT pos, line, key, winner FROM ("
+            "SELECT pos, line, key, first_value(pos) OVER (PARTITION BY key ORDER BY ver DESC, pos DESC) AS winner "
+            "FROM sluice_stage) ranked WHERE pos <> winner"
+        )
+    else:
+        conn.exec_driver_sql("CREATE INDEX ix_sluice_stage_key ON sluice_stage (key, ver, pos)")
+        conn.exec_driver_sql(
+            "CREATE TEMP TABLE sluice_win AS "
+            "SELECT s.pos, s.line, s.key, (SELECT x.pos FROM sluice_stage x WHERE x.key = s.key "
+            "ORDER BY x.ver DESC, x.pos DESC LIMIT 1) AS winner "
+            "FROM sluice_stage s WHERE EXISTS (SELECT 1 FROM sluice_stage x WHERE x.key = s.key "
+            "AND (x.ver > s.ver OR (x.ver = s.ver AND x.pos > s.pos)))"
+        )
     conn.exec_driver_sql("CREATE UNIQUE INDEX ix_sluice_win_pos ON sluice_win (pos)")
     return conn.exec_driver_sql("SELECT count(*) FROM sluice_win").scalar()
 
@@ -181,13 +188,22 @@ def parameters(staging: Staging, *, run_id: int, now: str, read_at: str, waterma
 
 
 def outcome_entries(staging: Staging, params: dict) -> list[tuple[str, dict]]:
-    """The `superseded` and outcome entries of a classified run as SELECTs of whole lineage rows, ids in its range.
+    """The `superseded` and outcome entries of a classified run, as SELECTs of whole lineage rows with ids in its range.
 
     For lineage_writer.LineageWriter.outcomes; the columns are lineage_writer.COLUMNS.
     """
-    conn = staging.conn
-    head = f"SELECT CAST(:base AS BIGINT) + 2 * {{a}}.pos + 1, {_DS}, :run, "
-    return [(_params(conn, head.format(a=a) + body, params), params) for a, body in (("w", _SUPERSEDED), ("o", _OUTCOME))]
+    return _whole_rows(staging, params, (("w", _SUPERSEDED, 1), ("o", _OUTCOME, 1)))
+
+
+def skipped_entries(staging: Staging, params: dict) -> list[tuple[str, dict]]:
+    """The `skipped` entries of a run, as a SELECT of whole lineage rows (for LineageWriter.replace)."""
+    return _whole_rows(staging, params, (("s", _SKIPPED, 0),))
+
+
+def _whole_rows(staging: Staging, params: dict, parts) -> list[tuple[str, dict]]:
+    """Each (alias, body, slot) as a SELECT of lineage rows: id `base + 2 * pos + slot` (0 read step, 1 outcome)."""
+    head = f"SELECT CAST(:base AS BIGINT) + 2 * {{a}}.pos + {{slot}}, {_DS}, :run, "
+    return [(_params(staging.conn, head.format(a=a, slot=slot) + body, params), params) for a, body, slot in parts]
 
 
 def apply(staging: Staging, *, params: dict, retry: bool, counts: LoadCounts, lineage=None) -> None:

@@ -408,11 +408,10 @@ def _attempt(conn, run, options: Options, settings: Settings, source, report, by
                 # been read after them. A watermark moved back (a reset) reads it again (below).
                 with conn.begin():
                     stage.reskip(staging, counts, wm_now)
-                if writer is not None and counts.skipped:
-                    # Its `staged` entries of the records skipped now, or its `skipped` entries naming the
-                    # old watermark, would differ from what reading now writes: the apply writes all.
-                    writer.close()
-                    writer = None
+                    if writer is not None and counts.skipped:
+                        # Its entries of skipped records name the watermark they meet now, as reading now would.
+                        writer.replace(conn, load.skipped_entries(staging, load.parameters(
+                            staging, run_id=run_id, now=read_at, read_at=read_at, watermark=wm_now, base=writer.base)))
                 wm_before = wm_for_skip = wm_now
                 _set(conn, run_id, *_owned(run), watermark_before=wm_before)
     if options.dry_run:
