@@ -126,3 +126,22 @@ def test_a_run_cancelled_half_way_through_its_file_leaves_no_lineage(conn, write
         load(conn, write, many, name="many.json", progress=cancel_after_a_batch)
     assert snapshot(conn) == before
     assert load(conn, write, SECOND, name="second.json")["lineage_entries"] == len(SECOND) + 4
+
+
+def test_lineage_ids_stay_exact_in_json_whatever_the_run_id(conn, write):
+    """Ids below 2**53, which JavaScript clients of the API read exactly, even for a run id past the ids' range."""
+    run_id = create_run(conn, kind="upload", source_name="first.json", run_id=2**21 + 5,
+                        file_path=str(write("first.json", json.dumps(FIRST))))
+    execute_run(conn, run_id)
+    load(conn, write, SECOND, name="second.json")
+    assert fetch(conn, "SELECT max(id) FROM lineage")[0][0] < 2**53
+    assert history(conn, "a")[1] == (run_id, ["staged", "inserted"])
+
+
+@pytest.mark.parametrize("key", ["tab\there", "new\nline", "back\\slash", "cr\rhere", "\\N", "ünï ✓"])
+def test_a_key_with_characters_copy_escapes_keeps_its_history(conn, write, key):
+    load(conn, write, [rec(key, value=1, ts="2025-01-10T00:00:00")], name="one.json")
+    load(conn, write, [rec(key, value=2, ts="2025-01-11T00:00:00"), rec("old", ts="2025-01-01T00:00:00")],
+         name="two.json")
+    assert [steps for _, steps in history(conn, key)] == [["staged", "updated"], ["staged", "inserted"]]
+    assert [steps for _, steps in history(conn, "old")] == [["skipped"]]

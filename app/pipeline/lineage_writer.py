@@ -2,11 +2,12 @@
 
 Lineage is most of what a run writes, and PostgreSQL executes one connection's statements on one
 core. So on PostgreSQL a run writes its lineage on a second connection of its own: the read steps
-(`staged`, `skipped`) while the file is parsed, the `superseded` and outcome entries while the
-run's own connection upserts the target under the apply lock. Its transaction stays open, its
-entries invisible, until it commits just before the run's apply does; a run that fails rolls it
-back. Only the `rejected` entries, which link to dead letters the apply makes, are written by the
-apply itself.
+(`staged`, `skipped`) as the file is parsed, the `superseded` and outcome entries once the run is
+classified, while its own connection upserts the target under the apply lock. A thread streams
+them to the server through a spool file, so that neither parsing nor the apply ever waits for it.
+Its transaction stays open, its entries invisible, until it commits just before the run's apply
+does; a run that fails rolls it back. Only the `rejected` entries, which link to dead letters the
+apply makes, are written by the apply itself.
 
 A key's history is ordered by lineage id, so ids must follow the order in which runs apply. The
 entries get ids in the run's own range, `(run_id << 32) + 2 * pos` for a record's read step and
@@ -18,6 +19,7 @@ lock as on SQLite (`fits` is False).
 """
 import contextlib
 import logging
+import os
 import tempfile
 import threading
 
@@ -33,9 +35,11 @@ SHIFT = 32
 # Ids stay below 2**53, so that JavaScript clients of the API read them exactly.
 MAX_RUN_ID = (1 << (53 - SHIFT)) - 1
 MAX_POS = (1 << (SHIFT - 1)) - 1
-SPOOL_BYTES = 32 << 20  # the outcome entries are spooled to a file beyond this
 COLUMNS = "id, dataset, run_id, pos, line, key, step, at, detail, dead_letter_id"
 _SEQUENCE = "pg_get_serial_sequence('lineage', 'id')"
+CHUNK = 1 << 20
+# COPY's text format: these four are written as escapes (the run's own texts never hold a NUL).
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def usable(engine: Engine, run_id: int) -> bool:
@@ -43,56 +47,115 @@ def usable(engine: Engine, run_id: int) -> bool:
     return engine.dialect.name == "postgresql" and 0 < run_id <= MAX_RUN_ID
 
 
+class _Stream:
+    """One COPY into lineage, fed from a spool file that the run's thread appends to and a sender thread drains.
+
+    The spool is on disk, so memory stays flat however far the server falls behind.
+    """
+
+    def __init__(self, cursor, run_id: int):
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by the sender)
+        self._size = 0
+        self._ended = False
+        self._cancelled = False
+        self._ready = threading.Condition()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._send, args=(cursor,), name=f"lineage-{run_id}", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        with self._ready:
+            os.pwrite(self._file.fileno(), data, self._size)
+            self._size += len(data)
+            self._ready.notify()
+
+    def end(self) -> None:
+        """Wait until everything written is in the server (the COPY has ended); raise what the sender met."""
+        with self._ready:
+            self._ended = True
+            self._ready.notify()
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def cancel(self, connection) -> None:
+        """Stop the sender and its COPY (the transaction is rolled back after)."""
+        with self._ready:
+            self._cancelled = self._ended = True
+            self._ready.notify()
+        with contextlib.suppress(Exception):
+            connection.cancel_safe()
+        self._thread.join()
+
+    def _send(self, cursor) -> None:
+        sent = 0
+        try:
+            with self._file, cursor.copy(f"COPY lineage ({COLUMNS}) FROM STDIN") as copy:
+                while True:
+                    with self._ready:
+                        while sent == self._size and not self._ended:
+                            self._ready.wait()
+                        if self._cancelled:
+                            raise RuntimeError("the run did not apply")  # aborts the COPY
+                        size, ended = self._size, self._ended
+                    while sent < size:  # the GIL is released while psycopg sends
+                        block = os.pread(self._file.fileno(), min(CHUNK, size - sent), sent)
+                        copy.write(block)
+                        sent += len(block)
+                    if ended:
+                        break
+        except BaseException as exc:  # noqa: BLE001 (raised in the run's thread by write() or end())
+            self.error = exc
+
+
 class LineageWriter:
     """The second connection of a run that writes its lineage; see the module's docstring."""
 
     def __init__(self, engine: Engine, *, run_id: int, dataset: str, read_at: str, texts: dict):
-        self.run_id, self.dataset, self.read_at, self.texts = run_id, dataset, read_at, texts
+        self.run_id = run_id
         self.base = run_id << SHIFT  # the first id of its range
         self.written = 0  # entries sent, counted when they are sent
         self._raw = engine.raw_connection()
         self._cursor = self._raw.driver_connection.cursor()
-        self._copy = None  # the read steps' COPY, open while the file is read
-        self._reading = contextlib.ExitStack()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._stream: _Stream | None = None
         self._committed = False
+        # Every read step's line is "id\t<these>\tpos\tline\tkey\tstep\t<at>\tdetail\t\N".
+        self._head = f"\t{_text(dataset)}\t{run_id}\t"
+        self._at = _text(read_at)
+        self._valid, self._ver = _text(texts["valid"]), _text(texts["ver"])
+
+    def _open(self) -> _Stream:
+        if self._stream is None:
+            self._stream = _Stream(self._cursor, self.run_id)
+        return self._stream
 
     # --- the read steps, while the file is parsed --------------------------------------------------
     def read_steps(self, staged: list[tuple], skipped: list[tuple], watermark: str | None) -> None:
         """Send a batch's `staged` rows (pos, line, key, …, ver) and `skipped` rows (pos, line, key, ver)."""
-        if self._copy is None:
-            self._copy = self._reading.enter_context(self._cursor.copy(f"COPY lineage ({COLUMNS}) FROM STDIN"))
-        write, base, ds, run, at = self._copy.write_row, self.base, self.dataset, self.run_id, self.read_at
-        valid = self.texts["valid"]
-        for row in staged:
-            pos = row[0]
-            write((base + 2 * pos, ds, run, pos, row[1], row[2], "staged", at, valid + row[-1], None))
+        base, head, at = self.base, self._head, self._at
+        lines = [f"{base + 2 * r[0]}{head}{r[0]}\t{_int(r[1])}\t{r[2].translate(_ESCAPES)}\tstaged\t{at}\t"
+                 f"{self._valid}{r[-1]}\t\\N\n" for r in staged]
         if skipped:
-            older = f" is older than the watermark {watermark or ''}"
-            ver = self.texts["ver"]
-            for pos, line, key, version in skipped:
-                write((base + 2 * pos, ds, run, pos, line, key or "", "skipped", at, f"{ver}{version}{older}", None))
+            older = _text(f" is older than the watermark {watermark or ''}")
+            lines += [f"{base + 2 * pos}{head}{pos}\t{_int(line)}\t{(key or '').translate(_ESCAPES)}\tskipped\t{at}\t"
+                      f"{self._ver}{version}{older}\t\\N\n" for pos, line, key, version in skipped]
+        if lines:
+            self._open().write("".join(lines).encode())
         self.written += len(staged) + len(skipped)
 
-    def end_read(self) -> None:
-        """End the read steps' COPY (it waits until the server has written them)."""
-        self._copy = None
-        self._reading.close()
-
-    # --- superseded and outcomes, beside the apply ---------------------------------------------------
     def replace(self, conn: Connection, selects: list[tuple[str, dict]]) -> None:
         """After a reskip: make the rows of `selects` (the run's `skipped` entries) the entries of their records.
 
         Reading under the newer watermark would have skipped them: their `staged` or `skipped` entries
         sent while reading are deleted (they have the same ids), then these written.
         """
-        self.end_read()
+        self._end_stream()
         cursor = self._cursor
         cursor.execute(f"CREATE TEMP TABLE sluice_redo AS SELECT {COLUMNS} FROM lineage WITH NO DATA")
-        with self._spool(conn, selects) as spool, cursor.copy(f"COPY sluice_redo ({COLUMNS}) FROM STDIN") as copy:
-            while block := spool.read(1 << 20):
-                copy.write(block)
+        with cursor.copy(f"COPY sluice_redo ({COLUMNS}) FROM STDIN") as copy:
+            _copy_out(conn, selects, copy.write)
         cursor.execute("ANALYZE sluice_redo")
         # Within the run's own range of ids: a probe of the primary key, never a scan of all lineage.
         cursor.execute("DELETE FROM lineage l USING sluice_redo r WHERE l.id = r.id "
@@ -102,39 +165,15 @@ class LineageWriter:
         self.written += cursor.rowcount
         cursor.execute("DROP TABLE sluice_redo")
 
+    # --- superseded and outcomes, beside the apply ---------------------------------------------------
     def outcomes(self, conn: Connection, selects: list[tuple[str, dict]], entries: int) -> None:
-        """Copy the `entries` rows of `selects` (each SQL and its parameters, run on the run's connection) into lineage.
+        """Send the `entries` rows of `selects` (each SQL and its parameters, run on the run's connection).
 
-        The rows are read into a spool first, so that the run's own connection is free again at once
-        for its apply; a thread writes them while it upserts.
+        They go through the spool, so the run's own connection is free again as soon as the server
+        has written them out, and the apply starts while they are still being sent.
         """
-        self.end_read()
-        spool = self._spool(conn, selects)
+        _copy_out(conn, selects, self._open().write)
         self.written += entries
-        self._thread = threading.Thread(target=self._feed, args=(spool,), name=f"lineage-{self.run_id}",
-                                        daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def _spool(conn: Connection, selects: list[tuple[str, dict]]):
-        """The rows of `selects`, run on `conn`, in COPY's text format in a spooled file, rewound."""
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (the caller closes it)
-        cursor = conn.connection.dbapi_connection.cursor()
-        with cursor:
-            for statement, params in selects:
-                with cursor.copy(f"COPY ({statement}) TO STDOUT", params) as copy:
-                    for block in copy:
-                        spool.write(block)
-        spool.seek(0)
-        return spool
-
-    def _feed(self, spool) -> None:
-        try:
-            with spool, self._cursor.copy(f"COPY lineage ({COLUMNS}) FROM STDIN") as copy:
-                while block := spool.read(1 << 20):
-                    copy.write(block)
-        except BaseException as exc:  # noqa: BLE001 (handed to finish(), which raises it in the run's thread)
-            self._error = exc
 
     # --- the apply's end -----------------------------------------------------------------------------
     def fits(self, conn: Connection, last_pos: int) -> bool:
@@ -150,16 +189,15 @@ class LineageWriter:
         conn.exec_driver_sql(f"SELECT setval({_SEQUENCE}, %(top)s)", {"top": self.base + 2 * last_pos + 1})
 
     def finish(self) -> None:
-        """Wait for the entries still being written and commit them; the run's apply commits next."""
-        self.end_read()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        """Wait for the entries still being sent and commit them; the run's apply commits next."""
+        self._end_stream()
         self._raw.commit()
         self._committed = True
+
+    def _end_stream(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.end()
 
     @property
     def committed(self) -> bool:
@@ -171,15 +209,9 @@ class LineageWriter:
         if self._raw is None:
             return
         raw, self._raw = self._raw, None
-        with contextlib.suppress(Exception):
-            if self._thread is not None:
-                # The thread may be in the middle of its COPY: cancel it on the server, then wait.
-                raw.driver_connection.cancel_safe()
-                self._thread.join()
-        if self._copy is not None:  # a read that failed half way: abort its COPY
-            self._copy = None
-            with contextlib.suppress(Exception):
-                self._reading.__exit__(RuntimeError, RuntimeError("the run did not apply"), None)
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.cancel(raw.driver_connection)
         try:
             raw.rollback()
             raw.close()
@@ -188,6 +220,23 @@ class LineageWriter:
             with contextlib.suppress(Exception):
                 raw.invalidate()
 
+
+def _text(value: str) -> str:
+    return value.translate(_ESCAPES)
+
+
+def _int(value) -> str:
+    return r"\N" if value is None else str(value)
+
+
+def _copy_out(conn: Connection, selects: list[tuple[str, dict]], write) -> None:
+    """Hand the rows of `selects`, run on `conn`, to `write` in COPY's text format, block by block."""
+    cursor = conn.connection.dbapi_connection.cursor()
+    with cursor:
+        for statement, params in selects:
+            with cursor.copy(f"COPY ({statement}) TO STDOUT", params) as copy:
+                for block in copy:
+                    write(bytes(block))
 
 
 def forget(conn: Connection, run_id: int) -> int:
