@@ -232,11 +232,17 @@ def _int(value) -> str:
 def _copy_out(conn: Connection, selects: list[tuple[str, dict]], write) -> None:
     """Hand the rows of `selects`, run on `conn`, to `write` in COPY's text format, block by block."""
     cursor = conn.connection.dbapi_connection.cursor()
+    buffer = bytearray()  # COPY TO hands out a row at a time: written on in chunks
     with cursor:
         for statement, params in selects:
             with cursor.copy(f"COPY ({statement}) TO STDOUT", params) as copy:
-                for block in copy:
-                    write(bytes(block))
+                for row in copy:
+                    buffer += row
+                    if len(buffer) >= CHUNK:
+                        write(bytes(buffer))
+                        buffer.clear()
+    if buffer:
+        write(bytes(buffer))
 
 
 def forget(conn: Connection, run_id: int) -> int:
