@@ -120,7 +120,7 @@ class LineageWriter:
         self._raw = engine.raw_connection()
         self._cursor = self._raw.driver_connection.cursor()
         self._stream: _Stream | None = None
-        self._committed = False
+        self.committed = False  # its entries are committed: a failure after that must delete them (`forget`)
         # Every read step's line is "id\t<these>\tpos\tline\tkey\tstep\t<at>\tdetail\t\N".
         self._head = f"\t{_text(dataset)}\t{run_id}\t"
         self._at = _text(read_at)
@@ -192,17 +192,12 @@ class LineageWriter:
         """Wait for the entries still being sent and commit them; the run's apply commits next."""
         self._end_stream()
         self._raw.commit()
-        self._committed = True
+        self.committed = True
 
     def _end_stream(self) -> None:
         if self._stream is not None:
             stream, self._stream = self._stream, None
             stream.end()
-
-    @property
-    def committed(self) -> bool:
-        """Whether its entries were committed (a failure after that must delete them)."""
-        return self._committed
 
     def close(self) -> None:
         """Roll back what was not committed and give the connection back; safe to call more than once."""
