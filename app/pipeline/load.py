@@ -220,9 +220,13 @@ def apply(staging: Staging, *, params: dict, retry: bool, counts: LoadCounts, li
 
     table, key, payload, version, updated, run = _quoted(staging)
     staged = payload_names(ds)
-    sql(f"INSERT INTO {table} ({key}, {''.join(f'{c}, ' for c in payload)}{version}, {updated}, {run}) "
-        f"SELECT key, {''.join(f'{p}, ' for p in staged)}ver, :now, :run FROM sluice_out "
-        f"WHERE outcome IN ('inserted', 'updated') "
+    insert = (f"INSERT INTO {table} ({key}, {''.join(f'{c}, ' for c in payload)}{version}, {updated}, {run}) "
+              f"SELECT key, {''.join(f'{p}, ' for p in staged)}ver, :now, :run FROM sluice_out ")
+    # The outcomes were decided under the lock (or before it, with no apply since): an `inserted` key
+    # is not in the table, so a plain INSERT does (a third cheaper on PostgreSQL than ON CONFLICT's
+    # speculative insertion), and only the updated rows go through the upsert.
+    sql(insert + "WHERE outcome = 'inserted'")
+    sql(insert + f"WHERE outcome = 'updated' "
         f"ON CONFLICT ({key}) DO UPDATE SET {''.join(f'{c} = excluded.{c}, ' for c in payload)}"
         f"{version} = excluded.{version}, {updated} = excluded.{updated}, {run} = excluded.{run}")
     entries = _retried_dead_letters(sql) if retry else 0
