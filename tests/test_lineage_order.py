@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from app import queries
-from app.pipeline import RunCancelled, RunFailed, create_run, discard, execute_run
+from app.pipeline import RunCancelled, RunFailed, create_run, discard, execute_run, reopen
 from app.runs.liveness import Liveness
 
 from .pipeline_helpers import fetch, load, rec, snapshot
@@ -77,6 +77,53 @@ def test_what_happens_after_a_run_is_newer_than_the_run(conn, write):
     steps = [steps for _, steps in history(conn, "bad")]
     assert steps == [["rejected"], ["discarded"], ["rejected"]]
     assert history(conn, "bad")[0][0] == later["run_id"]
+
+
+def at_the_lock(engine, change):
+    """A run's progress callback that makes `change` on a connection of its own as the run asks for the write lock.
+
+    By then the run has decided its outcomes and its rejects' dead letters against what was committed.
+    """
+    def report(phase, records, nbytes):
+        if phase == "waiting for the write lock":
+            with engine.connect() as other:
+                change(other)
+    return report
+
+
+def rejects_of(conn, key: str) -> list[tuple]:
+    """The key's dead letters as (status, sightings, the runs whose `rejected` entries name it)."""
+    rows = fetch(conn, "SELECT d.status, d.sightings, l.run_id FROM dead_letters d LEFT JOIN lineage l "
+                       "ON l.dead_letter_id = d.id AND l.step = 'rejected' WHERE d.key = :k ORDER BY d.id, l.id", k=key)
+    letters: dict = {}
+    for status, sightings, run_id in rows:
+        letters.setdefault((status, sightings), []).append(run_id)
+    return [(status, sightings, runs) for (status, sightings), runs in letters.items()]
+
+
+def test_a_dead_letter_discarded_just_before_an_apply_gets_no_sighting_from_it(engine, conn, write):
+    first = load(conn, write, FIRST, name="first.json")["run_id"]
+    (letter,) = fetch(conn, "SELECT id FROM dead_letters WHERE key = 'bad'")
+    second = recorded(conn, write, "second.json", SECOND)
+    execute_run(conn, second, progress=at_the_lock(engine, lambda other: discard(other, [letter.id], reason="known")))
+    assert rejects_of(conn, "bad") == [("discarded", 1, [first]), ("open", 1, [second])]
+
+
+def test_a_dead_letter_reopened_just_before_an_apply_gets_its_sighting(engine, conn, write):
+    first = load(conn, write, FIRST, name="first.json")["run_id"]
+    (letter,) = fetch(conn, "SELECT id FROM dead_letters WHERE key = 'bad'")
+    discard(conn, [letter.id], reason="known")
+    second = recorded(conn, write, "second.json", SECOND)
+    execute_run(conn, second, progress=at_the_lock(engine, lambda other: reopen(other, [letter.id])))
+    assert rejects_of(conn, "bad") == [("open", 2, [first, second])]
+
+
+def test_new_dead_letters_are_numbered_in_file_order(conn, write):
+    keys = ["m", "c", "x", "a", "q"]  # not in key order: the lineage is written in key order
+    load(conn, write, [rec(k, value="x") for k in keys] + [rec("c", value="x")], name="bad.json")
+    rows = fetch(conn, "SELECT key, pos, sightings FROM dead_letters ORDER BY id")
+    assert [(r.key, r.pos, r.sightings) for r in rows] == [("m", 1, 1), ("c", 2, 2), ("x", 3, 1), ("a", 4, 1),
+                                                            ("q", 5, 1)]
 
 
 def test_a_run_whose_commit_fails_after_its_lineage_was_written_leaves_no_lineage(engine, conn, write):

@@ -156,9 +156,6 @@ def texts(shape) -> dict:
 _DS = "CAST(:ds AS VARCHAR(40))"
 _LINEAGE = ("INSERT INTO lineage (dataset, run_id, pos, line, key, step, at, detail, dead_letter_id) "
             f"SELECT {_DS}, :run, ")
-# The same with ids in the run's own range (lineage_writer): a record's read step at 2 * pos.
-_LINEAGE_IDS = ("INSERT INTO lineage (id, dataset, run_id, pos, line, key, step, at, detail, dead_letter_id) "
-                f"SELECT CAST(:base AS BIGINT) + 2 * r.pos, {_DS}, :run, ")
 # Lineage with who: the `reprocessed` entries of a retry. :actor is typed too (it may be NULL).
 _ACTOR = "CAST(:actor AS VARCHAR(128))"
 _LINEAGE_BY = ("INSERT INTO lineage (dataset, run_id, pos, line, key, step, at, detail, dead_letter_id, actor) "
@@ -172,6 +169,9 @@ _REJECTED = ("r.pos, r.line, COALESCE(r.key, ''), 'rejected', :read_at, r.error 
 _SUPERSEDED = ("w.pos, w.line, w.key, 'superseded', :now, "
                "'superseded by the record at position ' || CAST(w.winner AS TEXT) || ' of this run', NULL "
                "FROM sluice_win w ORDER BY w.key, w.pos")
+# The open dead letter of a reject's fingerprint in the run's dataset (the oldest, should there be several).
+_OPEN = ("(SELECT min(d.id) FROM dead_letters d "
+         "WHERE d.dataset = :ds AND d.fingerprint = {fp} AND d.status = 'open')")
 _OUTCOME = ("o.pos, o.line, o.key, o.outcome, :now, "
             "CASE o.outcome WHEN 'inserted' THEN 'new key' "
             "WHEN 'unchanged' THEN :same "
@@ -187,12 +187,43 @@ def parameters(staging: Staging, *, run_id: int, now: str, read_at: str, waterma
             "actor": actor, "base": base, **texts(staging.dataset.shape)}
 
 
-def outcome_entries(staging: Staging, params: dict) -> list[tuple[str, dict]]:
-    """The `superseded` and outcome entries of a classified run, as SELECTs of whole lineage rows with ids in its range.
+def reserve_dead_letters(staging: Staging, params: dict) -> None:
+    """Before the lock (PostgreSQL, lineage writer): each reject's dead letter, an open one or a new id.
 
-    For lineage_writer.LineageWriter.outcomes; the columns are lineage_writer.COLUMNS.
+    A rejected record adds a sighting to the open dead letter of its fingerprint, or makes a new one
+    (the first record of each fingerprint, ids in file order). Both are decided here, against what
+    is committed, so that the `rejected` entries can name their dead letters beside the apply;
+    `reservations_hold` tells under the lock whether the open dead letters are still these.
     """
-    return _whole_rows(staging, params, (("w", _SUPERSEDED, 1), ("o", _OUTCOME, 1)))
+    conn = staging.conn
+    # nextval in the outer query, over rows already in file order: ids follow positions. A
+    # reservation not used (a run that fails or falls back) leaves a gap, as any rollback does.
+    conn.exec_driver_sql(_params(conn, (
+        "CREATE TEMP TABLE sluice_dl AS SELECT g.fp, g.pos, g.n, g.open_id, "
+        "CASE WHEN g.open_id IS NULL THEN nextval(pg_get_serial_sequence('dead_letters', 'id')) END AS new_id "
+        f"FROM (SELECT c.fp, c.pos, c.n, {_OPEN.format(fp='c.fp')} AS open_id "
+        "FROM (SELECT fp, min(pos) AS pos, count(*) AS n FROM sluice_reject GROUP BY fp) c ORDER BY c.pos) g"),
+        params), params)
+    conn.exec_driver_sql("CREATE UNIQUE INDEX ix_sluice_dl_fp ON sluice_dl (fp)")
+    conn.exec_driver_sql("ANALYZE sluice_dl")
+
+
+def reservations_hold(staging: Staging, params: dict) -> bool:
+    """Under the lock: whether every fingerprint's open dead letter is still the one `reserve_dead_letters` found."""
+    conn = staging.conn
+    return not conn.exec_driver_sql(_params(conn, (
+        "SELECT EXISTS (SELECT 1 FROM sluice_dl x "
+        f"WHERE x.open_id IS DISTINCT FROM {_OPEN.format(fp='x.fp')})"), params), params).scalar()
+
+
+def outcome_entries(staging: Staging, params: dict) -> list[tuple[str, dict]]:
+    """The entries decided by classifying, as SELECTs of whole lineage rows with ids in the run's range.
+
+    `superseded`, `rejected` (naming the dead letters of `reserve_dead_letters`) and the outcomes,
+    for lineage_writer.LineageWriter.outcomes; the columns are lineage_writer.COLUMNS.
+    """
+    rejected = _REJECTED.format(dead_letter="(SELECT COALESCE(x.open_id, x.new_id) FROM sluice_dl x WHERE x.fp = r.fp)")
+    return _whole_rows(staging, params, (("w", _SUPERSEDED, 1), ("r", rejected, 0), ("o", _OUTCOME, 1)))
 
 
 def skipped_entries(staging: Staging, params: dict) -> list[tuple[str, dict]]:
@@ -211,7 +242,7 @@ def apply(staging: Staging, *, params: dict, retry: bool, counts: LoadCounts, li
 
     `params` come from `parameters`; its `actor` (a label) is who asked for a retry of dead letters:
     their `updated_by` and `reprocessed` entries. With `lineage` (a LineageWriter, PostgreSQL), every
-    entry but the `rejected` ones is that writer's; the rejected ones get ids in its range.
+    entry is that writer's, and the new dead letters take the ids `reserve_dead_letters` gave them.
     """
     conn, ds = staging.conn, staging.dataset
 
@@ -231,21 +262,21 @@ def apply(staging: Staging, *, params: dict, retry: bool, counts: LoadCounts, li
         f"{version} = excluded.{version}, {updated} = excluded.{updated}, {run} = excluded.{run}")
     entries = _retried_dead_letters(sql) if retry else 0
     if not retry:
-        counts.dead_letters = _new_dead_letters(sql)
+        counts.dead_letters = _new_dead_letters(sql, reserved=lineage is not None)
         if conn.dialect.name == "postgresql" and counts.dead_letters >= ANALYZE_DEAD_LETTERS:
             # Without statistics (a new table, or many rows of this transaction) both the
             # (dataset, fingerprint, status, id) index and (dataset, status, id) look like one row to
             # the planner, and it may take the latter for min(id), filtering on fingerprint: a walk over
             # every open dead letter per reject, quadratic (minutes at 50k rejects). ANALYZE sees this
-            # transaction's rows and samples a bounded number of them (~0.2 s).
+            # transaction's rows and samples a bounded number of them (~0.2 s); the next run's
+            # reserve_dead_letters probes the same way.
             conn.exec_driver_sql("ANALYZE dead_letters")
-        dead_letter = ("(SELECT min(d.id) FROM dead_letters d "
-                       "WHERE d.dataset = :ds AND d.fingerprint = r.fp AND d.status = 'open')")
+        dead_letter = _OPEN.format(fp="r.fp")
     else:
         dead_letter = "(SELECT t.dl_id FROM sluice_retry t WHERE t.pos = r.pos)"
 
     if lineage is not None:
-        counts.lineage_entries = sql(_LINEAGE_IDS + _REJECTED.format(dead_letter=dead_letter)) + lineage.written
+        counts.lineage_entries = lineage.written
         return
     entries += sql(_LINEAGE + _STAGED)
     entries += sql(_LINEAGE + _SKIPPED)
@@ -255,16 +286,22 @@ def apply(staging: Staging, *, params: dict, retry: bool, counts: LoadCounts, li
     counts.lineage_entries = entries
 
 
-def _new_dead_letters(sql) -> int:
-    """Dead letters for a file's rejects; the same record again (in this dataset) only counts a sighting."""
+def _new_dead_letters(sql, *, reserved: bool) -> int:
+    """Dead letters for a file's rejects; the same record again (in this dataset) only counts a sighting.
+
+    `reserved`: the new ones take the ids of `reserve_dead_letters`, whose decisions still hold.
+    """
     sql("UPDATE dead_letters SET sightings = sightings + c.n, last_run_id = :run, updated_at = :now "
         "FROM (SELECT fp, count(*) AS n FROM sluice_reject GROUP BY fp) AS c "
         "WHERE dead_letters.dataset = :ds AND dead_letters.fingerprint = c.fp AND dead_letters.status = 'open'")
+    values = f"{_DS}, :run, :run, r.pos, r.line, r.key, r.error, r.detail, r.raw, r.fp, 'open', :now, :now, 0, c.n "
+    columns = ("dataset, run_id, last_run_id, pos, line, key, error, detail, raw, fingerprint, "
+               "status, created_at, updated_at, attempts, sightings")
+    if reserved:
+        return sql(f"INSERT INTO dead_letters (id, {columns}) SELECT c.new_id, {values}"
+                   "FROM sluice_reject r JOIN sluice_dl c ON r.pos = c.pos WHERE c.new_id IS NOT NULL ORDER BY r.pos")
     return sql(
-        "INSERT INTO dead_letters (dataset, run_id, last_run_id, pos, line, key, error, detail, raw, fingerprint, "
-        "status, created_at, updated_at, attempts, sightings) "
-        f"SELECT {_DS}, :run, :run, r.pos, r.line, r.key, r.error, r.detail, r.raw, r.fp, 'open', :now, :now, "
-        "0, c.n "
+        f"INSERT INTO dead_letters ({columns}) SELECT {values}"
         "FROM sluice_reject r JOIN (SELECT fp, min(pos) AS pos, count(*) AS n FROM sluice_reject "
         "GROUP BY fp) AS c ON r.pos = c.pos "
         "WHERE NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.dataset = :ds AND d.fingerprint = r.fp "

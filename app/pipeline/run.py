@@ -443,7 +443,9 @@ def _attempt(conn, run, options: Options, settings: Settings, source, report, by
             now = now_text()
             params = load.parameters(staging, run_id=run_id, now=now, read_at=read_at, watermark=wm_before,
                                      base=writer.base)
-            writer.outcomes(conn, load.outcome_entries(staging, params), loaded.superseded + sum(outcomes.values()))
+            load.reserve_dead_letters(staging, params)
+            writer.outcomes(conn, load.outcome_entries(staging, params),
+                            loaded.superseded + counts.rejected + sum(outcomes.values()))
 
     report("waiting for the write lock", counts.input_records, 0)
     try:
@@ -460,8 +462,10 @@ def _attempt(conn, run, options: Options, settings: Settings, source, report, by
             if dl_ids:
                 _check_still_open(conn, list(dl_ids.values()))
             moved = _applied_version(conn) != version
-            if writer is not None and (moved or not writer.fits(conn, counts.input_records)):
-                writer.close()  # its ids or its outcomes would be out of order: the apply writes all the lineage
+            if writer is not None and (moved or not writer.fits(conn, counts.input_records)
+                                       or not load.reservations_hold(staging, params)):
+                # Its ids, its outcomes or its rejects' dead letters would be wrong: the apply writes all the lineage.
+                writer.close()
                 writer = None
             if moved:
                 outcomes = load.classify(staging)  # another run applied meanwhile: decide again, under the lock

@@ -22,7 +22,7 @@ BATCH = 20_000
 ERROR_LENGTH = 80  # the longest error code is missing_/invalid_ and a 63-character field name
 
 STAGE, SKIP, REJECT, RETRY = "sluice_stage", "sluice_skip", "sluice_reject", "sluice_retry"
-DERIVED = ("sluice_out", "sluice_win", "sluice_upd")
+DERIVED = ("sluice_out", "sluice_win", "sluice_upd", "sluice_dl")
 
 # Narrow tables, one per kind of record: binding parameters is most of the cost of a bulk insert,
 # so a staged record carries only what the upsert needs.
