@@ -2,12 +2,12 @@
 
 Lineage is most of what a run writes, and PostgreSQL executes one connection's statements on one
 core. So on PostgreSQL a run writes its lineage on a second connection of its own: the read steps
-(`staged`, `skipped`) as the file is parsed, the `superseded`, `rejected` and outcome entries once
-the run is classified (and its rejects' dead letters chosen: load.reserve_dead_letters), while its
-own connection upserts the target under the apply lock. A thread streams them to the server
-through a spool file, so that neither parsing nor the apply ever waits for it. Its transaction
-stays open, its entries invisible, until it commits just before the run's apply does; a run that
-fails rolls it back.
+(`staged`, `skipped`) as the file is parsed, the `superseded` and `rejected` entries (once its
+rejects' dead letters are chosen: load.reserve_dead_letters) while the run classifies, and the
+outcome entries while its own connection writes the target under the apply lock. A thread
+streams them to the server through a spool file, so that neither parsing nor the apply ever waits
+for it. Its transaction stays open, its entries invisible, until it commits just before the run's
+apply does; a run that fails rolls it back.
 
 A key's history is ordered by lineage id, so ids must follow the order in which runs apply. The
 entries get ids in the run's own range, `(run_id << 32) + 2 * pos` for a record's read step and

@@ -216,14 +216,19 @@ def reservations_hold(staging: Staging, params: dict) -> bool:
         f"WHERE x.open_id IS DISTINCT FROM {_OPEN.format(fp='x.fp')})"), params), params).scalar()
 
 
-def outcome_entries(staging: Staging, params: dict) -> list[tuple[str, dict]]:
-    """The entries decided by classifying, as SELECTs of whole lineage rows with ids in the run's range.
+def prepared_entries(staging: Staging, params: dict) -> list[tuple[str, dict]]:
+    """A prepared run's `superseded` and `rejected` entries (naming the dead letters of `reserve_dead_letters`).
 
-    `superseded`, `rejected` (naming the dead letters of `reserve_dead_letters`) and the outcomes,
-    for lineage_writer.LineageWriter.outcomes; the columns are lineage_writer.COLUMNS.
+    As SELECTs of whole lineage rows with ids in the run's range, for
+    lineage_writer.LineageWriter.outcomes, as are `outcome_entries`; the columns are lineage_writer.COLUMNS.
     """
     rejected = _REJECTED.format(dead_letter="(SELECT COALESCE(x.open_id, x.new_id) FROM sluice_dl x WHERE x.fp = r.fp)")
-    return _whole_rows(staging, params, (("w", _SUPERSEDED, 1), ("r", rejected, 0), ("o", _OUTCOME, 1)))
+    return _whole_rows(staging, params, (("w", _SUPERSEDED, 1), ("r", rejected, 0)))
+
+
+def outcome_entries(staging: Staging, params: dict) -> list[tuple[str, dict]]:
+    """The outcome entries of a classified run (see `prepared_entries`)."""
+    return _whole_rows(staging, params, (("o", _OUTCOME, 1),))
 
 
 def skipped_entries(staging: Staging, params: dict) -> list[tuple[str, dict]]:

@@ -436,16 +436,17 @@ def _attempt(conn, run, options: Options, settings: Settings, source, report, by
     with conn.begin():
         loaded = load.LoadCounts(superseded=load.prepare(staging))
         version = _applied_version(conn)
-        outcomes = load.classify(staging)
         if writer is not None:
             # Written beside the apply, as decided now; should another run apply first, the
             # outcomes are decided again under the lock and the apply writes all the lineage.
-            now = now_text()
-            params = load.parameters(staging, run_id=run_id, now=now, read_at=read_at, watermark=wm_before,
+            params = load.parameters(staging, run_id=run_id, now=now_text(), read_at=read_at, watermark=wm_before,
                                      base=writer.base)
+            # Superseded and rejected records need no outcome: their entries are written while the run classifies.
             load.reserve_dead_letters(staging, params)
-            writer.outcomes(conn, load.outcome_entries(staging, params),
-                            loaded.superseded + counts.rejected + sum(outcomes.values()))
+            writer.outcomes(conn, load.prepared_entries(staging, params), loaded.superseded + counts.rejected)
+        outcomes = load.classify(staging)
+        if writer is not None:
+            writer.outcomes(conn, load.outcome_entries(staging, params), sum(outcomes.values()))
 
     report("waiting for the write lock", counts.input_records, 0)
     try:
