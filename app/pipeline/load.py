@@ -296,8 +296,9 @@ def _new_dead_letters(sql, *, reserved: bool) -> int:
 
     `reserved`: the new ones take the ids of `reserve_dead_letters`, whose decisions still hold.
     """
-    sql("UPDATE dead_letters SET sightings = sightings + c.n, last_run_id = :run, updated_at = :now "
-        "FROM (SELECT fp, count(*) AS n FROM sluice_reject GROUP BY fp) AS c "
+    # Each fingerprint's count of records: reserve_dead_letters has already counted them.
+    per_fp = "sluice_dl" if reserved else "(SELECT fp, count(*) AS n FROM sluice_reject GROUP BY fp)"
+    sql(f"UPDATE dead_letters SET sightings = sightings + c.n, last_run_id = :run, updated_at = :now FROM {per_fp} AS c "
         "WHERE dead_letters.dataset = :ds AND dead_letters.fingerprint = c.fp AND dead_letters.status = 'open'")
     values = f"{_DS}, :run, :run, r.pos, r.line, r.key, r.error, r.detail, r.raw, r.fp, 'open', :now, :now, 0, c.n "
     columns = ("dataset, run_id, last_run_id, pos, line, key, error, detail, raw, fingerprint, "
