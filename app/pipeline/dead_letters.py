@@ -44,7 +44,8 @@ def _load(conn: Connection, ids: list[int]) -> list:
     rows = []
     for i in range(0, len(ids), _CHUNK):
         rows += conn.execute(select(DeadLetter).where(DeadLetter.id.in_(ids[i:i + _CHUNK]))).all()
-    return rows
+    # In id order, not the table's physical order: an action's lineage entries come out in that order.
+    return sorted(rows, key=lambda r: r.id)
 
 
 def _record_of(row) -> tuple[object, str | None]:
