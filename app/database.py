@@ -3,6 +3,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, event
@@ -109,18 +110,22 @@ def reading(conn: Connection):
 
 
 @contextmanager
-def write_transaction(conn: Connection, *, apply_lock: bool = True):
+def write_transaction(conn: Connection, *, apply_lock: bool = True,
+                      before_lock: Callable[[Connection], None] | None = None):
     """Run a block in a transaction that holds the database's apply lock until it commits.
 
     On SQLite that is the single write lock (BEGIN IMMEDIATE); on PostgreSQL a transaction-level
     advisory lock, so applies of runs and operator changes happen one at a time on both.
     `apply_lock=False` is for writes an apply does not depend on (recording a run, its status):
     PostgreSQL then lets them through during an apply; SQLite has only the one lock.
+    `before_lock` runs in the transaction before PostgreSQL's lock is taken (SQLite's is taken by then).
     """
     conn.execution_options(sluice_write_lock=True)
     try:
         with conn.begin():
             conn.execution_options(sluice_write_lock=False)
+            if before_lock is not None:
+                before_lock(conn)
             if apply_lock and conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_APPLY_LOCK})")
             yield conn

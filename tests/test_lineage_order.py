@@ -126,6 +126,18 @@ def test_new_dead_letters_are_numbered_in_file_order(conn, write):
                                                             ("q", 5, 1)]
 
 
+def test_a_run_nothing_overtook_writes_its_lineage_beside_the_apply(engine, conn, write):
+    """The fast path is taken: each entry's id is the run's own (`(run << 32) + 2 * pos`, + 1 for an outcome)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL writes a run's lineage on a connection of its own")
+    load(conn, write, FIRST, name="first.json")
+    second = load(conn, write, SECOND, name="second.json")["run_id"]  # a new dead letter, a sighting, an update
+    rows = fetch(conn, "SELECT id, pos, step FROM lineage WHERE run_id = :r", r=second)
+    outcomes = {"updated", "unchanged", "inserted", "superseded"}
+    assert len(rows) == len(SECOND) + 4
+    assert all(r.id == (second << 32) + 2 * r.pos + (r.step in outcomes) for r in rows)
+
+
 def test_a_run_whose_commit_fails_after_its_lineage_was_written_leaves_no_lineage(engine, conn, write):
     if engine.dialect.name != "postgresql":
         pytest.skip("only PostgreSQL writes a run's lineage on a connection of its own")

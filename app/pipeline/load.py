@@ -171,7 +171,7 @@ _SUPERSEDED = ("w.pos, w.line, w.key, 'superseded', :now, "
                "FROM sluice_win w ORDER BY w.key, w.pos")
 # The open dead letter of a reject's fingerprint in the run's dataset (the oldest, should there be several).
 _OPEN = ("(SELECT min(d.id) FROM dead_letters d "
-         "WHERE d.dataset = :ds AND d.fingerprint = {fp} AND d.status = 'open')")
+         "WHERE d.dataset = :ds AND d.fingerprint = {fp} AND d.status = 'open'{but})")
 _OUTCOME = ("o.pos, o.line, o.key, o.outcome, :now, "
             "CASE o.outcome WHEN 'inserted' THEN 'new key' "
             "WHEN 'unchanged' THEN :same "
@@ -201,7 +201,7 @@ def reserve_dead_letters(staging: Staging, params: dict) -> None:
     conn.exec_driver_sql(_params(conn, (
         "CREATE TEMP TABLE sluice_dl AS SELECT g.fp, g.pos, g.n, g.open_id, "
         "CASE WHEN g.open_id IS NULL THEN nextval(pg_get_serial_sequence('dead_letters', 'id')) END AS new_id "
-        f"FROM (SELECT c.fp, c.pos, c.n, {_OPEN.format(fp='c.fp')} AS open_id "
+        f"FROM (SELECT c.fp, c.pos, c.n, {_OPEN.format(fp='c.fp', but='')} AS open_id "
         "FROM (SELECT fp, min(pos) AS pos, count(*) AS n FROM sluice_reject GROUP BY fp) c ORDER BY c.pos) g"),
         params), params)
     conn.exec_driver_sql("CREATE UNIQUE INDEX ix_sluice_dl_fp ON sluice_dl (fp)")
@@ -211,9 +211,11 @@ def reserve_dead_letters(staging: Staging, params: dict) -> None:
 def reservations_hold(staging: Staging, params: dict) -> bool:
     """Under the lock: whether every fingerprint's open dead letter is still the one `reserve_dead_letters` found."""
     conn = staging.conn
+    # Leaving out the run's own new ones (insert_reserved_dead_letters), which it sees already.
+    open_id = _OPEN.format(fp="x.fp", but=" AND d.id IS DISTINCT FROM x.new_id")
     return not conn.exec_driver_sql(_params(conn, (
-        "SELECT EXISTS (SELECT 1 FROM sluice_dl x "
-        f"WHERE x.open_id IS DISTINCT FROM {_OPEN.format(fp='x.fp')})"), params), params).scalar()
+        f"SELECT EXISTS (SELECT 1 FROM sluice_dl x WHERE x.open_id IS DISTINCT FROM {open_id})"),
+        params), params).scalar()
 
 
 def prepared_entries(staging: Staging, params: dict) -> list[tuple[str, dict]]:
@@ -247,7 +249,8 @@ def apply(staging: Staging, *, params: dict, retry: bool, counts: LoadCounts, li
 
     `params` come from `parameters`; its `actor` (a label) is who asked for a retry of dead letters:
     their `updated_by` and `reprocessed` entries. With `lineage` (a LineageWriter, PostgreSQL), every
-    entry is that writer's, and the new dead letters take the ids `reserve_dead_letters` gave them.
+    entry is that writer's, and the new dead letters are in already (`insert_reserved_dead_letters`,
+    counted in `counts.dead_letters`).
     """
     conn, ds = staging.conn, staging.dataset
 
@@ -267,7 +270,7 @@ def apply(staging: Staging, *, params: dict, retry: bool, counts: LoadCounts, li
         f"{version} = excluded.{version}, {updated} = excluded.{updated}, {run} = excluded.{run}")
     entries = _retried_dead_letters(sql) if retry else 0
     if not retry:
-        counts.dead_letters = _new_dead_letters(sql, reserved=lineage is not None)
+        counts.dead_letters += _new_dead_letters(sql, reserved=lineage is not None)
         if conn.dialect.name == "postgresql" and counts.dead_letters >= ANALYZE_DEAD_LETTERS:
             # Without statistics (a new table, or many rows of this transaction) both the
             # (dataset, fingerprint, status, id) index and (dataset, status, id) look like one row to
@@ -276,7 +279,7 @@ def apply(staging: Staging, *, params: dict, retry: bool, counts: LoadCounts, li
             # transaction's rows and samples a bounded number of them (~0.2 s); the next run's
             # reserve_dead_letters probes the same way.
             conn.exec_driver_sql("ANALYZE dead_letters")
-        dead_letter = _OPEN.format(fp="r.fp")
+        dead_letter = _OPEN.format(fp="r.fp", but="")
     else:
         dead_letter = "(SELECT t.dl_id FROM sluice_retry t WHERE t.pos = r.pos)"
 
@@ -291,23 +294,40 @@ def apply(staging: Staging, *, params: dict, retry: bool, counts: LoadCounts, li
     counts.lineage_entries = entries
 
 
+_DL_COLUMNS = ("dataset, run_id, last_run_id, pos, line, key, error, detail, raw, fingerprint, "
+               "status, created_at, updated_at, attempts, sightings")
+_DL_VALUES = f"{_DS}, :run, :run, r.pos, r.line, r.key, r.error, r.detail, r.raw, r.fp, 'open', :now, :now, 0, c.n "
+
+
+def insert_reserved_dead_letters(staging: Staging, params: dict) -> int:
+    """Before the lock, in the apply's transaction: the new dead letters `reserve_dead_letters` chose; return how many.
+
+    Inserted rows conflict with no one (no other transaction sees them, and ids come from the
+    sequence), so they need not wait for the lock; `reservations_hold` checks under it that they are
+    still the right ones. Their (trigram) index upkeep is most of what dead letters cost.
+    """
+    conn = staging.conn
+    return conn.exec_driver_sql(_params(conn, (
+        f"INSERT INTO dead_letters (id, {_DL_COLUMNS}) SELECT c.new_id, {_DL_VALUES}"
+        "FROM sluice_reject r JOIN sluice_dl c ON r.pos = c.pos WHERE c.new_id IS NOT NULL ORDER BY r.pos"),
+        params), params).rowcount
+
+
 def _new_dead_letters(sql, *, reserved: bool) -> int:
     """Dead letters for a file's rejects; the same record again (in this dataset) only counts a sighting.
 
-    `reserved`: the new ones take the ids of `reserve_dead_letters`, whose decisions still hold.
+    `reserved`: the new ones are in already (`insert_reserved_dead_letters`); only sightings are added.
     """
-    # Each fingerprint's count of records: reserve_dead_letters has already counted them.
-    per_fp = "sluice_dl" if reserved else "(SELECT fp, count(*) AS n FROM sluice_reject GROUP BY fp)"
-    sql(f"UPDATE dead_letters SET sightings = sightings + c.n, last_run_id = :run, updated_at = :now FROM {per_fp} AS c "
-        "WHERE dead_letters.dataset = :ds AND dead_letters.fingerprint = c.fp AND dead_letters.status = 'open'")
-    values = f"{_DS}, :run, :run, r.pos, r.line, r.key, r.error, r.detail, r.raw, r.fp, 'open', :now, :now, 0, c.n "
-    columns = ("dataset, run_id, last_run_id, pos, line, key, error, detail, raw, fingerprint, "
-               "status, created_at, updated_at, attempts, sightings")
+    sighted = "UPDATE dead_letters SET sightings = sightings + c.n, last_run_id = :run, updated_at = :now FROM "
     if reserved:
-        return sql(f"INSERT INTO dead_letters (id, {columns}) SELECT c.new_id, {values}"
-                   "FROM sluice_reject r JOIN sluice_dl c ON r.pos = c.pos WHERE c.new_id IS NOT NULL ORDER BY r.pos")
+        # reserve_dead_letters counted each fingerprint's records and found its open dead letter
+        # (reservations_hold: still that one, the only open one, as reopen merges): a probe by id.
+        sql(sighted + "sluice_dl AS c WHERE dead_letters.id = c.open_id")
+        return 0
+    sql(sighted + "(SELECT fp, count(*) AS n FROM sluice_reject GROUP BY fp) AS c "
+        "WHERE dead_letters.dataset = :ds AND dead_letters.fingerprint = c.fp AND dead_letters.status = 'open'")
     return sql(
-        f"INSERT INTO dead_letters ({columns}) SELECT {values}"
+        f"INSERT INTO dead_letters ({_DL_COLUMNS}) SELECT {_DL_VALUES}"
         "FROM sluice_reject r JOIN (SELECT fp, min(pos) AS pos, count(*) AS n FROM sluice_reject "
         "GROUP BY fp) AS c ON r.pos = c.pos "
         "WHERE NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.dataset = :ds AND d.fingerprint = r.fp "

@@ -96,6 +96,7 @@ Progress = Callable[[str, int, int], None]
 # What each phase a run reports (the first argument of its progress callback) means, in plain words.
 PHASES = {"reading": "reading the file", "waiting for its turn": "read; waiting for the runs queued before it",
           "classifying": "checking against the table",
+          "saving dead letters": "saving the rejected records",
           "waiting for the write lock": "waiting for another run to finish", "applying": "saving",
           "committing": "saving", "done": "done"}
 DRY_RUN_REJECTS = 100  # a dry run keeps this many of its would-be rejects with its record
@@ -448,9 +449,20 @@ def _attempt(conn, run, options: Options, settings: Settings, source, report, by
         if writer is not None:
             writer.outcomes(conn, load.outcome_entries(staging, params), sum(outcomes.values()))
 
-    report("waiting for the write lock", counts.input_records, 0)
+    held = None  # the savepoint before the dead letters written ahead of the lock
+
+    def ahead_of_the_lock(conn: Connection) -> None:
+        # With a lineage writer (PostgreSQL), in the apply's transaction before its lock is taken.
+        nonlocal held
+        report("saving dead letters", counts.input_records, 0)
+        held = conn.begin_nested()
+        loaded.dead_letters = load.insert_reserved_dead_letters(staging, params)
+        report("waiting for the write lock", counts.input_records, 0)
+
+    if writer is None:
+        report("waiting for the write lock", counts.input_records, 0)
     try:
-        with write_transaction(conn):
+        with write_transaction(conn, before_lock=None if writer is None else ahead_of_the_lock):
             locked_at = time.perf_counter()
             report("applying", counts.input_records, 0)
             if _loadable(conn, dataset.name).version != dataset.version:
@@ -465,9 +477,14 @@ def _attempt(conn, run, options: Options, settings: Settings, source, report, by
             moved = _applied_version(conn) != version
             if writer is not None and (moved or not writer.fits(conn, counts.input_records)
                                        or not load.reservations_hold(staging, params)):
-                # Its ids, its outcomes or its rejects' dead letters would be wrong: the apply writes all the lineage.
+                # Its ids, its outcomes or its rejects' dead letters would be wrong: the apply writes all
+                # the lineage and the dead letters.
                 writer.close()
                 writer = None
+                held.rollback()
+                loaded.dead_letters = 0
+            elif held is not None:
+                held.commit()
             if moved:
                 outcomes = load.classify(staging)  # another run applied meanwhile: decide again, under the lock
             for name, n in outcomes.items():
