@@ -208,9 +208,26 @@ def reserve_dead_letters(staging: Staging, params: dict) -> None:
     conn.exec_driver_sql("ANALYZE sluice_dl")
 
 
-def reservations_hold(staging: Staging, params: dict) -> bool:
-    """Under the lock: whether every fingerprint's open dead letter is still the one `reserve_dead_letters` found."""
+def analyze_dead_letters(conn, inserted: int) -> None:
+    """Under the lock, after inserting `inserted` dead letters: ANALYZE them, if they are many (PostgreSQL)."""
+    if conn.dialect.name == "postgresql" and inserted >= ANALYZE_DEAD_LETTERS:
+        # Without statistics (a new table, or many rows of this transaction) both the
+        # (dataset, fingerprint, status, id) index and (dataset, status, id) look like one row to
+        # the planner, and it may take the latter for min(id), filtering on fingerprint: a walk over
+        # every open dead letter per reject, quadratic (minutes at 50k rejects). ANALYZE sees this
+        # transaction's rows and samples a bounded number of them (~0.2 s); the next run's
+        # reserve_dead_letters probes the same way. Never before the lock: its table lock, held
+        # to the end of the transaction, would block another run's ANALYZE under the lock.
+        conn.exec_driver_sql("ANALYZE dead_letters")
+
+
+def reservations_hold(staging: Staging, params: dict, *, inserted: int) -> bool:
+    """Under the lock: whether every fingerprint's open dead letter is still the one `reserve_dead_letters` found.
+
+    `inserted`: the run's own new ones, in the table already (`insert_reserved_dead_letters`).
+    """
     conn = staging.conn
+    analyze_dead_letters(conn, inserted)  # for the probes below
     # Leaving out the run's own new ones (insert_reserved_dead_letters), which it sees already.
     open_id = _OPEN.format(fp="x.fp", but=" AND d.id IS DISTINCT FROM x.new_id")
     return not conn.exec_driver_sql(_params(conn, (
@@ -271,14 +288,8 @@ def apply(staging: Staging, *, params: dict, retry: bool, counts: LoadCounts, li
     entries = _retried_dead_letters(sql) if retry else 0
     if not retry:
         counts.dead_letters += _new_dead_letters(sql, reserved=lineage is not None)
-        if conn.dialect.name == "postgresql" and counts.dead_letters >= ANALYZE_DEAD_LETTERS:
-            # Without statistics (a new table, or many rows of this transaction) both the
-            # (dataset, fingerprint, status, id) index and (dataset, status, id) look like one row to
-            # the planner, and it may take the latter for min(id), filtering on fingerprint: a walk over
-            # every open dead letter per reject, quadratic (minutes at 50k rejects). ANALYZE sees this
-            # transaction's rows and samples a bounded number of them (~0.2 s); the next run's
-            # reserve_dead_letters probes the same way.
-            conn.exec_driver_sql("ANALYZE dead_letters")
+        if lineage is None:  # reservations_hold has analyzed them already
+            analyze_dead_letters(conn, counts.dead_letters)
         dead_letter = _OPEN.format(fp="r.fp", but="")
     else:
         dead_letter = "(SELECT t.dl_id FROM sluice_retry t WHERE t.pos = r.pos)"

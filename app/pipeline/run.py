@@ -476,7 +476,7 @@ def _attempt(conn, run, options: Options, settings: Settings, source, report, by
                 _check_still_open(conn, list(dl_ids.values()))
             moved = _applied_version(conn) != version
             if writer is not None and (moved or not writer.fits(conn, counts.input_records)
-                                       or not load.reservations_hold(staging, params)):
+                                       or not load.reservations_hold(staging, params, inserted=loaded.dead_letters)):
                 # Its ids, its outcomes or its rejects' dead letters would be wrong: the apply writes all
                 # the lineage and the dead letters.
                 writer.close()
