@@ -169,15 +169,24 @@ _REJECTED = ("r.pos, r.line, COALESCE(r.key, ''), 'rejected', :read_at, r.error 
 _SUPERSEDED = ("w.pos, w.line, w.key, 'superseded', :now, "
                "'superseded by the record at position ' || CAST(w.winner AS TEXT) || ' of this run', NULL "
                "FROM sluice_win w ORDER BY w.key, w.pos")
-# The open dead letter of a reject's fingerprint in the run's dataset (the oldest, should there be several).
-_OPEN = ("(SELECT min(d.id) FROM dead_letters d "
-         "WHERE d.dataset = :ds AND d.fingerprint = {fp} AND d.status = 'open'{but})")
 _OUTCOME = ("o.pos, o.line, o.key, o.outcome, :now, "
             "CASE o.outcome WHEN 'inserted' THEN 'new key' "
             "WHEN 'unchanged' THEN :same "
             "WHEN 'stale' THEN :ver || o.ver || :older_stored || o.over "
             "|| '; stored row kept' ELSE u.detail END, NULL "
             "FROM sluice_out o LEFT JOIN sluice_upd u ON u.pos = o.pos")
+# A new dead letter's columns, and its values from a reject `r` and its fingerprint's count `c.n`.
+_DL_COLUMNS = ("dataset, run_id, last_run_id, pos, line, key, error, detail, raw, fingerprint, "
+               "status, created_at, updated_at, attempts, sightings")
+_DL_VALUES = f"{_DS}, :run, :run, r.pos, r.line, r.key, r.error, r.detail, r.raw, r.fp, 'open', :now, :now, 0, c.n "
+# A sighting of open dead letters, each by its count `c.n` of this run's records (FROM what follows).
+_SIGHTED = "UPDATE dead_letters SET sightings = sightings + c.n, last_run_id = :run, updated_at = :now FROM "
+
+
+def _open_dead_letter(fp: str, but: str = "") -> str:
+    """SQL for the open dead letter of fingerprint `fp` in the run's dataset (the oldest, should there be several)."""
+    return ("(SELECT min(d.id) FROM dead_letters d "
+            f"WHERE d.dataset = :ds AND d.fingerprint = {fp} AND d.status = 'open'{but})")
 
 
 def parameters(staging: Staging, *, run_id: int, now: str, read_at: str, watermark: str | None,
@@ -201,7 +210,7 @@ def reserve_dead_letters(staging: Staging, params: dict) -> None:
     conn.exec_driver_sql(_params(conn, (
         "CREATE TEMP TABLE sluice_dl AS SELECT g.fp, g.pos, g.n, g.open_id, "
         "CASE WHEN g.open_id IS NULL THEN nextval(pg_get_serial_sequence('dead_letters', 'id')) END AS new_id "
-        f"FROM (SELECT c.fp, c.pos, c.n, {_OPEN.format(fp='c.fp', but='')} AS open_id "
+        f"FROM (SELECT c.fp, c.pos, c.n, {_open_dead_letter('c.fp')} AS open_id "
         "FROM (SELECT fp, min(pos) AS pos, count(*) AS n FROM sluice_reject GROUP BY fp) c ORDER BY c.pos) g"),
         params), params)
     conn.exec_driver_sql("CREATE UNIQUE INDEX ix_sluice_dl_fp ON sluice_dl (fp)")
@@ -229,7 +238,7 @@ def reservations_hold(staging: Staging, params: dict, *, inserted: int) -> bool:
     conn = staging.conn
     analyze_dead_letters(conn, inserted)  # for the probes below
     # Leaving out the run's own new ones (insert_reserved_dead_letters), which it sees already.
-    open_id = _OPEN.format(fp="x.fp", but=" AND d.id IS DISTINCT FROM x.new_id")
+    open_id = _open_dead_letter("x.fp", but=" AND d.id IS DISTINCT FROM x.new_id")
     return not conn.exec_driver_sql(_params(conn, (
         f"SELECT EXISTS (SELECT 1 FROM sluice_dl x WHERE x.open_id IS DISTINCT FROM {open_id})"),
         params), params).scalar()
@@ -287,10 +296,14 @@ def apply(staging: Staging, *, params: dict, retry: bool, counts: LoadCounts, li
         f"{version} = excluded.{version}, {updated} = excluded.{updated}, {run} = excluded.{run}")
     entries = _retried_dead_letters(sql) if retry else 0
     if not retry:
-        counts.dead_letters += _new_dead_letters(sql, reserved=lineage is not None)
-        if lineage is None:  # reservations_hold has analyzed them already
+        if lineage is None:
+            counts.dead_letters = _new_dead_letters(sql)
             analyze_dead_letters(conn, counts.dead_letters)
-        dead_letter = _OPEN.format(fp="r.fp", but="")
+        else:  # the new ones are in already, and analyzed by reservations_hold
+            # reserve_dead_letters counted each fingerprint's records and found its open dead letter
+            # (reservations_hold: still that one, the only open one, as reopen merges): a probe by id.
+            sql(_SIGHTED + "sluice_dl AS c WHERE dead_letters.id = c.open_id")
+        dead_letter = _open_dead_letter("r.fp")
     else:
         dead_letter = "(SELECT t.dl_id FROM sluice_retry t WHERE t.pos = r.pos)"
 
@@ -303,11 +316,6 @@ def apply(staging: Staging, *, params: dict, retry: bool, counts: LoadCounts, li
     entries += sql(_LINEAGE + _SUPERSEDED)
     entries += sql(_LINEAGE + _OUTCOME)
     counts.lineage_entries = entries
-
-
-_DL_COLUMNS = ("dataset, run_id, last_run_id, pos, line, key, error, detail, raw, fingerprint, "
-               "status, created_at, updated_at, attempts, sightings")
-_DL_VALUES = f"{_DS}, :run, :run, r.pos, r.line, r.key, r.error, r.detail, r.raw, r.fp, 'open', :now, :now, 0, c.n "
 
 
 def insert_reserved_dead_letters(staging: Staging, params: dict) -> int:
@@ -324,18 +332,9 @@ def insert_reserved_dead_letters(staging: Staging, params: dict) -> int:
         params), params).rowcount
 
 
-def _new_dead_letters(sql, *, reserved: bool) -> int:
-    """Dead letters for a file's rejects; the same record again (in this dataset) only counts a sighting.
-
-    `reserved`: the new ones are in already (`insert_reserved_dead_letters`); only sightings are added.
-    """
-    sighted = "UPDATE dead_letters SET sightings = sightings + c.n, last_run_id = :run, updated_at = :now FROM "
-    if reserved:
-        # reserve_dead_letters counted each fingerprint's records and found its open dead letter
-        # (reservations_hold: still that one, the only open one, as reopen merges): a probe by id.
-        sql(sighted + "sluice_dl AS c WHERE dead_letters.id = c.open_id")
-        return 0
-    sql(sighted + "(SELECT fp, count(*) AS n FROM sluice_reject GROUP BY fp) AS c "
+def _new_dead_letters(sql) -> int:
+    """Dead letters for a file's rejects; the same record again (in this dataset) only counts a sighting."""
+    sql(_SIGHTED + "(SELECT fp, count(*) AS n FROM sluice_reject GROUP BY fp) AS c "
         "WHERE dead_letters.dataset = :ds AND dead_letters.fingerprint = c.fp AND dead_letters.status = 'open'")
     return sql(
         f"INSERT INTO dead_letters ({_DL_COLUMNS}) SELECT {_DL_VALUES}"
